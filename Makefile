@@ -1,0 +1,48 @@
+# Switchyard: the verbs. `make run` and `make test` are the two a user needs;
+# both run `setup` first, which installs whatever this machine lacks.
+.PHONY: setup build build-wasm build-native lint test test-native test-wasm run bench clean help
+
+CARGO ?= cargo
+
+help:
+	@echo "make run     Envoy + the four Switchyard filters + demo backends, example policy"
+	@echo "make test    install what is missing, build, lint, run every test (real Envoy)"
+	@echo "make setup   install toolchain pieces, Envoy $(shell sed -n 's/^ENVOY_VERSION=//p' scripts/setup.sh) and test tools (idempotent)"
+	@echo "make build   build target/switchyard/*.wasm and the native binaries"
+	@echo "make bench   the bench harness (not part of make test)"
+	@echo "make clean   remove build output (keeps .venv and .tools)"
+
+setup:
+	@scripts/setup.sh
+
+build: setup build-wasm build-native
+
+build-wasm:
+	@scripts/build-wasm.sh
+
+build-native:
+	$(CARGO) build --workspace --exclude switchyard-routing --exclude switchyard-fault \
+		--exclude switchyard-mirror --exclude switchyard-egress --bins
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
+
+test: build lint test-native test-wasm
+
+test-native:
+	$(CARGO) test --workspace
+
+# The policy crate's pure-logic tests again, compiled to wasm32 and run by
+# wasm-bindgen-test-runner under Node: the code the filters actually ship.
+test-wasm:
+	@scripts/test-wasm.sh
+
+run: build
+	@scripts/run.sh
+
+bench: build
+	@echo "bench harness: not built yet (issue 7)"; exit 1
+
+clean:
+	$(CARGO) clean

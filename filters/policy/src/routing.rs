@@ -1,0 +1,518 @@
+//! The routing filter's config and decision: which cluster, with which
+//! timeout, retries, header operations and rewrites; or a redirect.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster_name::{is_header_value, ClusterNameTemplate, Destination};
+use crate::duration::millis;
+use crate::error::{quote, ConfigError, Path};
+use crate::header_ops::{HeaderMutations, HeadersConfig};
+use crate::http_match::{header_name, path_only, HttpMatchRequest, UriMatcher};
+use crate::json::decode;
+use crate::request::{HeaderSource, Request};
+use crate::retry::{RetriesConfig, RetryHeaders};
+use crate::virtual_host::{Lookup, RouteSpec, RuleId, VirtualHostConfig, VirtualHosts};
+use crate::weighted::{pick_weighted, sticky_hash};
+
+pub const DEFAULT_CLUSTER_HEADER: &str = "x-switchyard-cluster";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name_template: Option<String>,
+    pub virtual_hosts: Vec<VirtualHostConfig<RouteConfig>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<HttpMatchRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Vec<RouteDestination>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<RewriteConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetriesConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeadersConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickyConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDestination {
+    pub destination: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeadersConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_code: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+}
+
+/// Keeps a client on one destination of a weighted route: the pick hashes
+/// this header's or cookie's value instead of using the random draw.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StickyConfig {
+    Header(String),
+    Cookie(String),
+}
+
+impl RouteSpec for RouteConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn match_blocks(&self) -> &[HttpMatchRequest] {
+        &self.match_
+    }
+}
+
+// ---------------------------------------------------------------- compiled
+
+#[derive(Debug)]
+struct CompiledDestination {
+    cluster: String,
+    headers: HeaderMutations,
+}
+
+#[derive(Debug)]
+enum Sticky {
+    Header(String),
+    Cookie(String),
+}
+
+#[derive(Debug)]
+struct Forward {
+    destinations: Vec<CompiledDestination>,
+    weights: Vec<u32>,
+    timeout_ms: Option<String>,
+    retries: Option<RetryHeaders>,
+    headers: HeaderMutations,
+    uri_rewrite: Option<String>,
+    authority_rewrite: Option<String>,
+    sticky: Option<Sticky>,
+}
+
+#[derive(Debug)]
+struct Redirect {
+    status: u16,
+    scheme: Option<String>,
+    authority: Option<String>,
+    path: Option<String>,
+}
+
+#[derive(Debug)]
+enum Action {
+    Forward(Forward),
+    Redirect(Redirect),
+}
+
+/// A routing config, validated and compiled. Share it (`Rc`) between
+/// request contexts; `decide` takes `&self`.
+#[derive(Debug)]
+pub struct CompiledRouting {
+    cluster_header: String,
+    hosts: VirtualHosts<Action>,
+}
+
+/// What the routing filter does with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoutingDecision<'a> {
+    /// No virtual host serves the authority: pass the request untouched.
+    Unmanaged,
+    /// A virtual host serves it but no rule matched: pass untouched (Envoy's
+    /// own routes decide).
+    NoRoute { virtual_host: &'a str },
+    Route(RouteDecision<'a>),
+    Redirect(RedirectDecision<'a>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteDecision<'a> {
+    pub virtual_host: &'a str,
+    pub rule: &'a str,
+    /// Index into `CompiledRouting::rule_names()`, for per-rule stats.
+    pub rule_index: usize,
+    /// The `name` of the match block that matched, if it has one.
+    pub match_name: Option<&'a str>,
+    pub destination_index: usize,
+    /// Value for the cluster header.
+    pub cluster: &'a str,
+    /// Value for `x-envoy-upstream-rq-timeout-ms` ("0" disables the timeout).
+    pub timeout_ms: Option<&'a str>,
+    pub retries: Option<&'a RetryHeaders>,
+    /// Route-level operations, then the chosen destination's: apply in this
+    /// order so the destination's `set` wins, as in Istio.
+    pub header_ops: [&'a HeaderMutations; 2],
+    pub uri_rewrite: Option<UriRewrite<'a>>,
+    /// New `:authority` (Envoy `host_rewrite_literal`).
+    pub authority_rewrite: Option<&'a str>,
+}
+
+/// Envoy's `prefix_rewrite` as Istio uses it for `rewrite.uri`: replaces
+/// the matched prefix, or the whole path (keeping the query string) when
+/// the block matched the uri exactly or by regex. A block without `uri` is
+/// Istio's `prefix: "/"`, so only the leading `/` is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UriRewrite<'a> {
+    pub replacement: &'a str,
+    /// Bytes of `:path` replaced; `None`: the whole path before `?`/`#`.
+    pub prefix_len: Option<usize>,
+}
+
+impl UriRewrite<'_> {
+    /// The new `:path` for the request's current `:path`.
+    pub fn apply(&self, full_path: &str) -> String {
+        let rest = match self.prefix_len {
+            Some(len) => full_path.get(len..).unwrap_or(""),
+            None => full_path.get(path_only(full_path).len()..).unwrap_or(""),
+        };
+        let mut out = String::with_capacity(self.replacement.len() + rest.len());
+        out.push_str(self.replacement);
+        out.push_str(rest);
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectDecision<'a> {
+    pub virtual_host: &'a str,
+    pub rule: &'a str,
+    pub rule_index: usize,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    pub scheme: Option<&'a str>,
+    pub authority: Option<&'a str>,
+    pub path: Option<&'a str>,
+}
+
+impl RedirectDecision<'_> {
+    /// The `location` header: each part replaced when the redirect sets it.
+    /// A new path without `?` keeps the request's query string (Envoy's
+    /// `path_redirect` with `strip_query: false`).
+    pub fn location(&self, scheme: &str, authority: &str, full_path: &str) -> String {
+        let scheme = self.scheme.unwrap_or(scheme);
+        let authority = self.authority.unwrap_or(authority);
+        let path = match self.path {
+            None => full_path.to_string(),
+            Some(new) if new.contains('?') => new.to_string(),
+            Some(new) => {
+                let query = full_path.find('?').and_then(|at| full_path.get(at..)).unwrap_or("");
+                format!("{new}{query}")
+            }
+        };
+        format!("{scheme}://{authority}{path}")
+    }
+}
+
+impl CompiledRouting {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::from_config(&decode::<RoutingConfig>(bytes)?)
+    }
+
+    pub fn from_config(config: &RoutingConfig) -> Result<Self, ConfigError> {
+        let root = Path::root();
+        let cluster_header = match &config.cluster_header {
+            Some(name) => {
+                let path = root.field("cluster_header");
+                let name = header_name(name, &path)?;
+                if name.starts_with(':') {
+                    return Err(path.error("cluster_header must not be a pseudo-header"));
+                }
+                name
+            }
+            None => DEFAULT_CLUSTER_HEADER.to_string(),
+        };
+        let template = ClusterNameTemplate::parse(
+            config.cluster_name_template.as_deref(),
+            &root.field("cluster_name_template"),
+        )?;
+        let hosts = VirtualHosts::compile(&config.virtual_hosts, &root.field("virtual_hosts"), |route, path| {
+            compile_action(route, path, &template)
+        })?;
+        Ok(CompiledRouting { cluster_header, hosts })
+    }
+
+    /// The header the filter writes the cluster name into (a route in Envoy
+    /// reads it with `cluster_header`).
+    pub fn cluster_header(&self) -> &str {
+        &self.cluster_header
+    }
+
+    /// Every rule in config order; decisions carry an index into this.
+    pub fn rule_names(&self) -> &[RuleId] {
+        self.hosts.rule_ids()
+    }
+
+    /// Decides for one request. `random` is a uniformly random `u64` drawn
+    /// per request; it picks among weighted destinations unless the rule is
+    /// sticky and the request carries the sticky header or cookie.
+    pub fn decide<S: HeaderSource + ?Sized>(&self, req: &mut Request<'_, S>, random: u64) -> RoutingDecision<'_> {
+        let (virtual_host, hit) = match self.hosts.lookup(req) {
+            Lookup::Unmanaged => return RoutingDecision::Unmanaged,
+            Lookup::NoRoute { virtual_host } => return RoutingDecision::NoRoute { virtual_host },
+            Lookup::Matched { virtual_host, hit } => (virtual_host, hit),
+        };
+        let rule = hit.rule;
+        let forward = match &rule.action {
+            Action::Redirect(redirect) => {
+                return RoutingDecision::Redirect(RedirectDecision {
+                    virtual_host,
+                    rule: &rule.name,
+                    rule_index: rule.global_index,
+                    status: redirect.status,
+                    scheme: redirect.scheme.as_deref(),
+                    authority: redirect.authority.as_deref(),
+                    path: redirect.path.as_deref(),
+                })
+            }
+            Action::Forward(forward) => forward,
+        };
+        let draw = match (&forward.sticky, forward.destinations.len() > 1) {
+            (Some(sticky), true) => sticky_key(sticky, req).map_or(random, |key| sticky_hash(key.as_bytes())),
+            _ => random,
+        };
+        let destination_index = if forward.destinations.len() > 1 {
+            pick_weighted(&forward.weights, draw)
+        } else {
+            0
+        };
+        let Some(destination) = forward.destinations.get(destination_index) else {
+            return RoutingDecision::NoRoute { virtual_host };
+        };
+        let uri_rewrite = forward.uri_rewrite.as_deref().map(|replacement| UriRewrite {
+            replacement,
+            prefix_len: match hit.block.map(|b| &b.uri) {
+                None | Some(UriMatcher::Any) => Some(1),
+                Some(UriMatcher::Prefix { prefix, .. }) => Some(prefix.len()),
+                Some(UriMatcher::Exact { .. }) | Some(UriMatcher::Regex(_)) => None,
+            },
+        });
+        RoutingDecision::Route(RouteDecision {
+            virtual_host,
+            rule: &rule.name,
+            rule_index: rule.global_index,
+            match_name: hit.block.and_then(|b| b.name.as_deref()),
+            destination_index,
+            cluster: &destination.cluster,
+            timeout_ms: forward.timeout_ms.as_deref(),
+            retries: forward.retries.as_ref(),
+            header_ops: [&forward.headers, &destination.headers],
+            uri_rewrite,
+            authority_rewrite: forward.authority_rewrite.as_deref(),
+        })
+    }
+}
+
+fn sticky_key<'r, S: HeaderSource + ?Sized>(sticky: &Sticky, req: &'r mut Request<'_, S>) -> Option<&'r str> {
+    match sticky {
+        Sticky::Header(name) => req.header(name),
+        Sticky::Cookie(name) => cookie_value(req.header("cookie")?, name),
+    }
+}
+
+/// A cookie's value from a `cookie` header (`a=1; b="2"`), quotes removed,
+/// as Envoy's `parseCookieValue` reads it.
+fn cookie_value<'c>(header: &'c str, name: &str) -> Option<&'c str> {
+    header.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then(|| {
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value)
+        })
+    })
+}
+
+fn compile_action(route: &RouteConfig, path: &Path, template: &ClusterNameTemplate) -> Result<Action, ConfigError> {
+    match (&route.route, &route.redirect) {
+        (Some(_), Some(_)) => Err(path.error("set exactly one of route, redirect (both are set)")),
+        (None, None) => Err(path.error("set exactly one of route, redirect (neither is set)")),
+        (None, Some(redirect)) => {
+            for (field, set) in [
+                ("rewrite", route.rewrite.is_some()),
+                ("timeout", route.timeout.is_some()),
+                ("retries", route.retries.is_some()),
+                ("headers", route.headers.is_some()),
+                ("sticky", route.sticky.is_some()),
+            ] {
+                if set {
+                    return Err(path
+                        .field(field)
+                        .error(format!("{field} has no effect on a redirect: remove it")));
+                }
+            }
+            compile_redirect(redirect, &path.field("redirect")).map(Action::Redirect)
+        }
+        (Some(destinations), None) => compile_forward(route, destinations, path, template).map(Action::Forward),
+    }
+}
+
+fn compile_forward(
+    route: &RouteConfig,
+    destinations: &[RouteDestination],
+    path: &Path,
+    template: &ClusterNameTemplate,
+) -> Result<Forward, ConfigError> {
+    let route_path = path.field("route");
+    if destinations.is_empty() {
+        return Err(route_path.error("at least one destination is required"));
+    }
+    let mut compiled = Vec::with_capacity(destinations.len());
+    let mut weights = Vec::with_capacity(destinations.len());
+    for (i, d) in destinations.iter().enumerate() {
+        let d_path = route_path.index(i);
+        let cluster = template.render(&d.destination, &d_path.field("destination"))?;
+        if !is_header_value(&cluster) {
+            return Err(d_path.field("destination").error("cluster name is not a valid header value"));
+        }
+        let headers = match &d.headers {
+            Some(h) => HeaderMutations::compile(h, &d_path.field("headers"))?,
+            None => HeaderMutations::default(),
+        };
+        compiled.push(CompiledDestination { cluster, headers });
+        weights.push(match (d.weight, destinations.len()) {
+            // Istio: a lone destination takes all traffic, whatever its weight.
+            (_, 1) => 100,
+            (Some(weight), _) => weight,
+            (None, _) => {
+                return Err(d_path
+                    .field("weight")
+                    .error("weight is required when a route has several destinations"))
+            }
+        });
+    }
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if total != 100 {
+        return Err(route_path.error(format!("destination weights sum to {total}, not 100")));
+    }
+    let timeout_ms = match &route.timeout {
+        Some(text) => Some(millis(&path.field("timeout"), text, true)?.to_string()),
+        None => None,
+    };
+    let retries = match &route.retries {
+        Some(r) => Some(RetryHeaders::compile(r, &path.field("retries"))?),
+        None => None,
+    };
+    let headers = match &route.headers {
+        Some(h) => HeaderMutations::compile(h, &path.field("headers"))?,
+        None => HeaderMutations::default(),
+    };
+    let (uri_rewrite, authority_rewrite) = match &route.rewrite {
+        None => (None, None),
+        Some(rewrite) => {
+            let rw_path = path.field("rewrite");
+            if rewrite.uri.is_none() && rewrite.authority.is_none() {
+                return Err(rw_path.error("set uri, authority or both"));
+            }
+            if let Some(uri) = &rewrite.uri {
+                if uri.is_empty() || !is_header_value(uri) {
+                    return Err(rw_path.field("uri").error(format!("invalid uri rewrite {}", quote(uri))));
+                }
+            }
+            if let Some(authority) = &rewrite.authority {
+                validate_authority(authority, &rw_path.field("authority"))?;
+            }
+            (rewrite.uri.clone(), rewrite.authority.clone())
+        }
+    };
+    let sticky = match &route.sticky {
+        None => None,
+        Some(StickyConfig::Header(name)) => Some(Sticky::Header(header_name(
+            name,
+            &path.field("sticky").field("header"),
+        )?)),
+        Some(StickyConfig::Cookie(name)) => {
+            let cookie_path = path.field("sticky").field("cookie");
+            if name.is_empty() || name.bytes().any(|b| b.is_ascii_control() || b" =;,\"".contains(&b)) {
+                return Err(cookie_path.error(format!("invalid cookie name {}", quote(name))));
+            }
+            Some(Sticky::Cookie(name.clone()))
+        }
+    };
+    Ok(Forward {
+        destinations: compiled,
+        weights,
+        timeout_ms,
+        retries,
+        headers,
+        uri_rewrite,
+        authority_rewrite,
+        sticky,
+    })
+}
+
+fn compile_redirect(config: &RedirectConfig, path: &Path) -> Result<Redirect, ConfigError> {
+    let status = config.redirect_code.unwrap_or(301);
+    if ![301, 302, 303, 307, 308].contains(&status) {
+        return Err(path
+            .field("redirect_code")
+            .error(format!("redirect_code {status} is not one of 301, 302, 303, 307, 308")));
+    }
+    if let Some(uri) = &config.uri {
+        if !uri.starts_with('/') || !is_header_value(uri) {
+            return Err(path.field("uri").error(format!("redirect uri {} must be a path starting with /", quote(uri))));
+        }
+    }
+    if let Some(authority) = &config.authority {
+        validate_authority(authority, &path.field("authority"))?;
+    }
+    if let Some(scheme) = &config.scheme {
+        let valid = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        if !valid {
+            return Err(path.field("scheme").error(format!("invalid scheme {}", quote(scheme))));
+        }
+    }
+    Ok(Redirect {
+        status,
+        scheme: config.scheme.as_ref().map(|s| s.to_ascii_lowercase()),
+        authority: config.authority.clone(),
+        path: config.uri.clone(),
+    })
+}
+
+fn validate_authority(authority: &str, path: &Path) -> Result<(), ConfigError> {
+    let valid = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(path.error(format!("invalid authority {}", quote(authority))))
+    }
+}

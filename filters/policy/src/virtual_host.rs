@@ -1,0 +1,266 @@
+//! Virtual hosts: picking the rule list for a request by `:authority`, the
+//! way Envoy picks a virtual host by domain.
+//!
+//! Lookup order (Envoy's `RouteMatcher::findVirtualHost`): exact domain,
+//! then suffix wildcards (`*.example.com`, `*-bar.example.com`) longest
+//! first, then prefix wildcards (`example.*`) longest first, then `*`.
+//! Matching is case-insensitive. Each stage tries the authority as sent,
+//! then (when it carries a port) the bare host: Envoy only matches a
+//! portless domain against `host:port` when the listener strips the port
+//! (`strip_any_host_port`, which Istio gateways set), and Istio lists both
+//! `host` and `host:port` domains for sidecars, so the fallback gives the
+//! same answer in both setups. A wildcard never matches an empty part:
+//! `*.example.com` does not match `.example.com`, and it does not match the
+//! apex `example.com`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{quote, ConfigError, Path};
+use crate::http_match::{CompiledMatch, HttpMatchRequest};
+use crate::request::{HeaderSource, Request};
+use crate::route_table::{Hit, RouteTable, Rule};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHostConfig<R> {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<R>,
+}
+
+/// What every filter's route shares: a name and Istio match blocks.
+pub(crate) trait RouteSpec {
+    fn name(&self) -> &str;
+    fn match_blocks(&self) -> &[HttpMatchRequest];
+}
+
+#[derive(Debug)]
+pub(crate) struct VirtualHost<T> {
+    pub(crate) name: String,
+    pub(crate) table: RouteTable<T>,
+}
+
+/// Identifies a rule for stats: its virtual host and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleId {
+    pub virtual_host: String,
+    pub rule: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct VirtualHosts<T> {
+    hosts: Vec<VirtualHost<T>>,
+    exact: HashMap<String, usize>,
+    /// (suffix without the `*`, host index), longest first.
+    suffixes: Vec<(String, usize)>,
+    /// (prefix without the `*`, host index), longest first.
+    prefixes: Vec<(String, usize)>,
+    any: Option<usize>,
+    rule_ids: Vec<RuleId>,
+}
+
+/// The outcome of looking a request up.
+pub(crate) enum Lookup<'a, T> {
+    /// No virtual host serves the authority: leave the request alone.
+    Unmanaged,
+    NoRoute { virtual_host: &'a str },
+    Matched { virtual_host: &'a str, hit: Hit<'a, T> },
+}
+
+impl<T> VirtualHosts<T> {
+    pub(crate) fn compile<R: RouteSpec>(
+        configs: &[VirtualHostConfig<R>],
+        path: &Path,
+        mut compile_action: impl FnMut(&R, &Path) -> Result<T, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        if configs.is_empty() {
+            return Err(path.error("at least one virtual host is required"));
+        }
+        let mut out = VirtualHosts {
+            hosts: Vec::with_capacity(configs.len()),
+            exact: HashMap::new(),
+            suffixes: Vec::new(),
+            prefixes: Vec::new(),
+            any: None,
+            rule_ids: Vec::new(),
+        };
+        let mut domain_owner: HashMap<String, usize> = HashMap::new();
+        let mut host_names: HashMap<&str, usize> = HashMap::new();
+        for (host_index, config) in configs.iter().enumerate() {
+            let host_path = path.index(host_index);
+            if config.name.is_empty() {
+                return Err(host_path.field("name").error("name must not be empty"));
+            }
+            if let Some(first) = host_names.insert(&config.name, host_index) {
+                return Err(host_path.field("name").error(format!(
+                    "virtual host name {} is already used by virtual_hosts[{first}]",
+                    quote(&config.name)
+                )));
+            }
+            if config.domains.is_empty() {
+                return Err(host_path.field("domains").error("at least one domain is required"));
+            }
+            for (domain_index, raw) in config.domains.iter().enumerate() {
+                let domain_path = host_path.field("domains").index(domain_index);
+                let domain = validate_domain(raw, &domain_path)?;
+                if let Some(owner) = domain_owner.insert(domain.clone(), host_index) {
+                    return Err(domain_path.error(format!(
+                        "domain {} is already used by virtual_hosts[{owner}] (domains are case-insensitive)",
+                        quote(&domain)
+                    )));
+                }
+                if domain == "*" {
+                    out.any = Some(host_index);
+                } else if let Some(suffix) = domain.strip_prefix('*') {
+                    out.suffixes.push((suffix.to_string(), host_index));
+                } else if let Some(prefix) = domain.strip_suffix('*') {
+                    out.prefixes.push((prefix.to_string(), host_index));
+                } else {
+                    out.exact.insert(domain, host_index);
+                }
+            }
+            let routes_path = host_path.field("routes");
+            if config.routes.is_empty() {
+                return Err(routes_path.error("at least one route is required"));
+            }
+            let mut rules = Vec::with_capacity(config.routes.len());
+            let mut route_names: HashMap<&str, usize> = HashMap::new();
+            for (route_index, route) in config.routes.iter().enumerate() {
+                let route_path = routes_path.index(route_index);
+                let name = route.name();
+                if name.is_empty() {
+                    return Err(route_path.field("name").error("name must not be empty"));
+                }
+                if let Some(first) = route_names.insert(name, route_index) {
+                    return Err(route_path.field("name").error(format!(
+                        "route name {} is already used by routes[{first}] of this virtual host",
+                        quote(name)
+                    )));
+                }
+                let mut matches = Vec::with_capacity(route.match_blocks().len());
+                for (block_index, block) in route.match_blocks().iter().enumerate() {
+                    matches.push(CompiledMatch::compile(block, &route_path.field("match").index(block_index))?);
+                }
+                let action = compile_action(route, &route_path)?;
+                rules.push(Rule {
+                    name: name.to_string(),
+                    global_index: out.rule_ids.len(),
+                    matches,
+                    action,
+                });
+                out.rule_ids.push(RuleId {
+                    virtual_host: config.name.clone(),
+                    rule: name.to_string(),
+                });
+            }
+            out.hosts.push(VirtualHost {
+                name: config.name.clone(),
+                table: RouteTable::new(rules),
+            });
+        }
+        // Longest first; ties keep config order (stable sort).
+        out.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        out.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        Ok(out)
+    }
+
+    pub(crate) fn rule_ids(&self) -> &[RuleId] {
+        &self.rule_ids
+    }
+
+    pub(crate) fn hosts(&self) -> &[VirtualHost<T>] {
+        &self.hosts
+    }
+
+    /// The virtual host serving `authority`, if any.
+    pub(crate) fn find_host(&self, authority: &str) -> Option<&VirtualHost<T>> {
+        let lowered: Cow<'_, str> = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(authority.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(authority)
+        };
+        let full: &str = &lowered;
+        let bare = strip_port(full);
+        let candidates = [Some(full), bare];
+        let index = candidates
+            .iter()
+            .flatten()
+            .find_map(|h| self.exact.get(*h).copied())
+            .or_else(|| {
+                candidates.iter().flatten().find_map(|h| {
+                    self.suffixes
+                        .iter()
+                        .find(|(s, _)| h.len() > s.len() && h.ends_with(s.as_str()))
+                        .map(|(_, i)| *i)
+                })
+            })
+            .or_else(|| {
+                candidates.iter().flatten().find_map(|h| {
+                    self.prefixes
+                        .iter()
+                        .find(|(p, _)| h.len() > p.len() && h.starts_with(p.as_str()))
+                        .map(|(_, i)| *i)
+                })
+            })
+            .or(self.any)?;
+        self.hosts.get(index)
+    }
+
+    pub(crate) fn lookup<S: HeaderSource + ?Sized>(&self, req: &mut Request<'_, S>) -> Lookup<'_, T> {
+        let host = match req.header(":authority") {
+            Some(authority) => self.find_host(authority),
+            None => None,
+        };
+        let Some(host) = host else {
+            return Lookup::Unmanaged;
+        };
+        match host.table.find(req) {
+            Some(hit) => Lookup::Matched {
+                virtual_host: &host.name,
+                hit,
+            },
+            None => Lookup::NoRoute {
+                virtual_host: &host.name,
+            },
+        }
+    }
+}
+
+/// The host part of `host:port` / `[v6]:port`, when a numeric port is present
+/// (Envoy's `HeaderUtility::getPortStart`).
+pub(crate) fn strip_port(authority: &str) -> Option<&str> {
+    let colon = authority.rfind(':')?;
+    if let Some(bracket) = authority.rfind(']') {
+        if bracket > colon {
+            return None;
+        }
+    }
+    let port = authority.get(colon + 1..)?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    authority.get(..colon)
+}
+
+/// Envoy's domain rules: `*` alone, or one `*` at the start or the end;
+/// lowercased; no whitespace or control characters.
+fn validate_domain(raw: &str, path: &Path) -> Result<String, ConfigError> {
+    if raw.is_empty() {
+        return Err(path.error("domain must not be empty"));
+    }
+    if raw.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'/') {
+        return Err(path.error(format!("invalid domain {}", quote(raw))));
+    }
+    let stars = raw.matches('*').count();
+    let ok = raw == "*" || stars == 0 || (stars == 1 && (raw.starts_with('*') || raw.ends_with('*')));
+    if !ok {
+        return Err(path.error(format!(
+            "invalid domain {}: a wildcard is allowed only as the first or last character",
+            quote(raw)
+        )));
+    }
+    Ok(raw.to_ascii_lowercase())
+}

