@@ -76,22 +76,23 @@ impl RootContext for EgressRoot {
     }
 }
 
-/// Applies a decision's bookkeeping; true when the traffic must be stopped.
-fn enforce(config: &CompiledEgress, stats: Stats, decision: EgressDecision, what: &str) -> bool {
+/// Counts and logs a decision; the status to refuse with when the traffic
+/// must be stopped.
+fn enforce(stats: Stats, decision: EgressDecision<'_>, what: &str) -> Option<u16> {
     match decision {
-        EgressDecision::Allow => {
+        EgressDecision::Allow { .. } => {
             stats.allowed.inc();
-            false
+            None
         }
-        EgressDecision::Deny if config.dry_run() => {
+        EgressDecision::WouldDeny { .. } => {
             stats.dry_run_denied.inc();
             log(LogLevel::Info, &format!("switchyard.egress: dry-run: would deny {what}"));
-            false
+            None
         }
-        EgressDecision::Deny => {
+        EgressDecision::Deny { status } => {
             stats.denied.inc();
             log(LogLevel::Debug, &format!("switchyard.egress: denied {what}"));
-            true
+            Some(status)
         }
     }
 }
@@ -107,11 +108,11 @@ impl HttpContext for EgressHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let authority = self.get_http_request_header(":authority").unwrap_or_default();
         let decision = self.config.decide_authority(&authority);
-        if !enforce(&self.config, self.stats, decision, &authority) {
+        let Some(status) = enforce(self.stats, decision, &authority) else {
             return Action::Continue;
-        }
+        };
         self.send_http_response(
-            u32::from(self.config.deny_status()),
+            u32::from(status),
             vec![("content-type", "text/plain"), ("x-switchyard-egress", "denied")],
             Some(b"switchyard egress: destination not allowed by outbound traffic policy\n"),
         );
@@ -138,7 +139,7 @@ impl StreamContext for EgressTls {
             .and_then(|b| u16::try_from(i64::from_le_bytes(b)).ok());
         let decision = self.config.decide_sni(sni.as_deref(), port);
         let what = sni.as_deref().unwrap_or("<no SNI>");
-        if !enforce(&self.config, self.stats, decision, what) {
+        if enforce(self.stats, decision, what).is_none() {
             return Action::Continue;
         }
         let _ = hostcalls::close_downstream();

@@ -17,7 +17,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use switchyard_host::{load_config, log, Counter, HostRequestHeaders, Rng};
-use switchyard_policy::fault::{Abort, CompiledFault};
+use switchyard_policy::fault::{Abort, CompiledFault, FaultDecision};
 use switchyard_policy::Request;
 
 proxy_wasm::main! {{
@@ -38,11 +38,36 @@ struct Stats {
 }
 
 /// A paused request, ordered by deadline (earliest first in the heap).
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Delayed {
     deadline_nanos: u128,
     context_id: u32,
     then_abort: Option<Abort>,
+}
+
+impl Delayed {
+    fn key(&self) -> (u128, u32) {
+        (self.deadline_nanos, self.context_id)
+    }
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 /// State shared by the root context and its HTTP contexts. A new config
@@ -189,20 +214,19 @@ impl HttpContext for FaultHttp {
         let config = Rc::clone(&shared.config.borrow());
         let source = HostRequestHeaders;
         let mut request = Request::new(&source);
-        let decision = config.decide(&mut request, shared.rng.next_u64());
-        let (delay, abort) = (decision.delay(), decision.abort());
-        if delay.is_none() && abort.is_none() {
-            return Action::Continue;
-        }
+        let (delay_ms, abort) = match config.decide(&mut request, shared.rng.next_u64()) {
+            FaultDecision::Fault(action) if !action.is_noop() => (action.delay_ms, action.abort),
+            _ => return Action::Continue,
+        };
         if config.max_active_faults().is_some_and(|max| shared.active_faults.get() >= max) {
             shared.stats.faults_overflow.inc();
             return Action::Continue;
         }
         shared.active_faults.set(shared.active_faults.get() + 1);
         self.counted = true;
-        if let Some(delay) = delay {
+        if let Some(delay_ms) = delay_ms {
             shared.stats.delays_injected.inc();
-            let deadline_nanos = now_nanos(self.get_current_time()) + delay.as_nanos();
+            let deadline_nanos = now_nanos(self.get_current_time()) + u128::from(delay_ms) * 1_000_000;
             shared.delayed.borrow_mut().push(Reverse(Delayed { deadline_nanos, context_id: self.context_id, then_abort: abort }));
             self.start_ticking();
             return Action::Pause;

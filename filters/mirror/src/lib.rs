@@ -16,7 +16,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use switchyard_host::{load_config, log, Counter, HostRequestHeaders, Rng};
-use switchyard_policy::mirror::CompiledMirror;
+use switchyard_policy::mirror::{CompiledMirror, MirrorDecision};
+use switchyard_policy::shadow_authority;
 use switchyard_policy::Request;
 
 proxy_wasm::main! {{
@@ -128,15 +129,12 @@ impl MirrorHttp {
 }
 
 /// The shadow's headers: the primary's, with Envoy's `-shadow` authority
-/// suffix (as route `request_mirror_policies` does) so the shadow upstream
-/// and its logs can tell copies from real traffic.
+/// suffix (as route `request_mirror_policies` do) so the shadow upstream and
+/// its logs can tell copies from real traffic.
 fn shadow_headers(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
     for (name, value) in &mut headers {
         if name == ":authority" {
-            match value.rfind(':').filter(|&i| !value[i + 1..].is_empty() && value[i + 1..].bytes().all(|b| b.is_ascii_digit())) {
-                Some(port_at) => value.insert_str(port_at, "-shadow"),
-                None => value.push_str("-shadow"),
-            }
+            *value = shadow_authority(value);
         }
     }
     headers
@@ -150,8 +148,10 @@ impl HttpContext for MirrorHttp {
         shared.stats.requests.inc();
         let source = HostRequestHeaders;
         let mut request = Request::new(&source);
-        let clusters: Vec<String> =
-            shared.config.decide(&mut request, shared.rng.next_u64()).into_iter().map(str::to_owned).collect();
+        let clusters: Vec<String> = match shared.config.decide(&mut request, shared.rng.next_u64()) {
+            MirrorDecision::Mirror(selection) => selection.clusters().map(str::to_owned).collect(),
+            MirrorDecision::Unmanaged | MirrorDecision::NoRoute { .. } => return Action::Continue,
+        };
         if clusters.is_empty() {
             return Action::Continue;
         }

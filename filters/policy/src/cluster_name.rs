@@ -75,10 +75,7 @@ impl ClusterNameTemplate {
                 }
             }
         }
-        Ok(ClusterNameTemplate {
-            text: text.to_string(),
-            parts,
-        })
+        Ok(ClusterNameTemplate { text: text.to_string(), parts })
     }
 
     /// Validates the destination and renders its cluster name.
@@ -108,15 +105,10 @@ impl ClusterNameTemplate {
 
 fn validate_destination(destination: &Destination, path: &Path) -> Result<(), ConfigError> {
     let name_like = |s: &str| {
-        !s.is_empty()
-            && s
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'*'))
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'*'))
     };
     if !name_like(&destination.host) {
-        return Err(path
-            .field("host")
-            .error(format!("invalid destination host {}", quote(&destination.host))));
+        return Err(path.field("host").error(format!("invalid destination host {}", quote(&destination.host))));
     }
     if let Some(subset) = &destination.subset {
         if !name_like(subset) {

@@ -1,10 +1,11 @@
 //! The fault filter's config and decision: delay and/or abort a share of
 //! matching requests (Istio `HTTPFaultInjection`).
 //!
-//! `percentage` is required: Istio applies a fault with no percentage to
-//! 0 % of requests... or 100 % in older releases; an explicit value removes
-//! the doubt. When both delay and abort are drawn, delay first, then abort
-//! (Envoy's fault filter order). The two draws are independent.
+//! `percentage` is required: with neither `percentage` nor the deprecated
+//! `percent`, Istio translates a fault to 0 % (nothing is injected), a
+//! common surprise; xds-ext writes the share it means explicitly. When both
+//! delay and abort are drawn, delay first, then abort (Envoy's fault filter
+//! order). The two draws are independent.
 
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +91,9 @@ pub struct CompiledFault {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultDecision<'a> {
     Unmanaged,
-    NoRoute { virtual_host: &'a str },
+    NoRoute {
+        virtual_host: &'a str,
+    },
     /// A rule matched; `delay_ms` / `abort` are set when their draw hit
     /// (both `None`: the request passes this time).
     Fault(FaultAction<'a>),
@@ -120,10 +123,7 @@ impl CompiledFault {
 
     pub fn from_config(config: &FaultConfig) -> Result<Self, ConfigError> {
         let hosts = VirtualHosts::compile(&config.virtual_hosts, &Path::root().field("virtual_hosts"), compile_rule)?;
-        Ok(CompiledFault {
-            max_active_faults: config.max_active_faults,
-            hosts,
-        })
+        Ok(CompiledFault { max_active_faults: config.max_active_faults, hosts })
     }
 
     pub fn max_active_faults(&self) -> Option<u32> {

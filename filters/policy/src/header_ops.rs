@@ -87,20 +87,14 @@ fn compile_ops(config: Option<&HeaderOpsConfig>, path: &Path) -> Result<HeaderOp
         .enumerate()
         .map(|(i, name)| mutable_header_name(name, &path.field("remove").index(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(HeaderOps {
-        remove,
-        set: pairs(&config.set, "set")?,
-        add: pairs(&config.add, "add")?,
-    })
+    Ok(HeaderOps { remove, set: pairs(&config.set, "set")?, add: pairs(&config.add, "add")? })
 }
 
 fn mutable_header_name(raw: &str, path: &Path) -> Result<String, ConfigError> {
     let name = header_name(raw, path)?;
     if name.starts_with(':') || name == "host" {
-        return Err(path.error(format!(
-            "header {} cannot be changed here (use rewrite.authority for the authority)",
-            quote(raw)
-        )));
+        return Err(path
+            .error(format!("header {} cannot be changed here (use rewrite.authority for the authority)", quote(raw))));
     }
     Ok(name)
 }

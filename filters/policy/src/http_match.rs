@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{quote, ConfigError, Path};
 use crate::json::KeyedList;
 use crate::request::{HeaderSource, Request};
-use crate::string_match::{compile_full_match, StringMatch, StringMatcher};
+use crate::string_match::{compile_full_match, FullMatchRegex, StringMatch, StringMatcher};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -47,15 +47,34 @@ pub struct HttpMatchRequest {
     pub port: Option<u16>,
 }
 
+impl HttpMatchRequest {
+    /// Every regex pattern in the block.
+    pub(crate) fn regexes(&self) -> impl Iterator<Item = &str> {
+        [&self.uri, &self.scheme, &self.method, &self.authority]
+            .into_iter()
+            .flatten()
+            .chain(self.headers.iter().map(|(_, m)| m))
+            .chain(self.without_headers.iter().map(|(_, m)| m))
+            .chain(self.query_params.iter().map(|(_, m)| m))
+            .filter_map(|m| m.regex.as_deref())
+    }
+}
+
 /// How the `uri` condition matched, which decides what a `rewrite.uri`
 /// replaces (Envoy's `prefix_rewrite` semantics).
 #[derive(Debug, Clone)]
 pub(crate) enum UriMatcher {
     /// No `uri`: Istio emits `prefix: "/"`.
     Any,
-    Exact { path: Box<str>, ignore_case: bool },
-    Prefix { prefix: Box<str>, ignore_case: bool },
-    Regex(Box<regex_lite::Regex>),
+    Exact {
+        path: Box<str>,
+        ignore_case: bool,
+    },
+    Prefix {
+        prefix: Box<str>,
+        ignore_case: bool,
+    },
+    Regex(Box<FullMatchRegex>),
 }
 
 #[derive(Debug, Clone)]
@@ -100,10 +119,9 @@ impl CompiledMatch {
             }
         }
         let mut seen: Vec<String> = Vec::new();
-        for (field, negate, list) in [
-            ("headers", false, &spec.headers),
-            ("without_headers", true, &spec.without_headers),
-        ] {
+        for (field, negate, list) in
+            [("headers", false, &spec.headers), ("without_headers", true, &spec.without_headers)]
+        {
             for (raw_name, m) in list.iter() {
                 let key_path = path.field(field).key(raw_name);
                 let name = header_name(raw_name, &key_path)?;
@@ -117,11 +135,7 @@ impl CompiledMatch {
                 seen.push(name.clone());
                 headers.push(HeaderRule {
                     name: name.into(),
-                    condition: if negate {
-                        HeaderCondition::MustNot(matcher)
-                    } else {
-                        HeaderCondition::Must(matcher)
-                    },
+                    condition: if negate { HeaderCondition::MustNot(matcher) } else { HeaderCondition::Must(matcher) },
                 });
             }
         }
@@ -141,18 +155,7 @@ impl CompiledMatch {
                 return Err(path.field("name").error("name must not be empty when set"));
             }
         }
-        Ok(CompiledMatch {
-            name: spec.name.as_deref().map(Box::from),
-            uri,
-            headers,
-            query,
-            port: spec.port,
-        })
-    }
-
-    /// True when this block needs nothing: `{}` as a match block.
-    pub(crate) fn is_catch_all(&self) -> bool {
-        matches!(self.uri, UriMatcher::Any) && self.headers.is_empty() && self.query.is_empty() && self.port.is_none()
+        Ok(CompiledMatch { name: spec.name.as_deref().map(Box::from), uri, headers, query, port: spec.port })
     }
 
     /// The header and value when the block is exactly one `exact` header
@@ -162,10 +165,7 @@ impl CompiledMatch {
             return None;
         }
         match self.headers.as_slice() {
-            [HeaderRule {
-                name,
-                condition: HeaderCondition::Must(m),
-            }] => m.exact_value().map(|v| (&**name, v)),
+            [HeaderRule { name, condition: HeaderCondition::Must(m) }] => m.exact_value().map(|v| (&**name, v)),
             _ => None,
         }
     }
@@ -242,18 +242,9 @@ fn compile_uri(spec: &StringMatch, ignore_case: bool, path: &Path) -> Result<Uri
     match (&spec.exact, &spec.prefix, &spec.regex) {
         // `{}` leaves Istio's default `prefix: "/"`.
         (None, None, None) => Ok(UriMatcher::Any),
-        (Some(exact), None, None) => Ok(UriMatcher::Exact {
-            path: exact.as_str().into(),
-            ignore_case,
-        }),
-        (None, Some(prefix), None) => Ok(UriMatcher::Prefix {
-            prefix: prefix.as_str().into(),
-            ignore_case,
-        }),
-        (None, None, Some(regex)) => Ok(UriMatcher::Regex(Box::new(compile_full_match(
-            regex,
-            &path.field("regex"),
-        )?))),
+        (Some(exact), None, None) => Ok(UriMatcher::Exact { path: exact.as_str().into(), ignore_case }),
+        (None, Some(prefix), None) => Ok(UriMatcher::Prefix { prefix: prefix.as_str().into(), ignore_case }),
+        (None, None, Some(regex)) => Ok(UriMatcher::Regex(Box::new(compile_full_match(regex, &path.field("regex"))?))),
         _ => Err(path.error("set exactly one of exact, prefix, regex")),
     }
 }

@@ -26,6 +26,11 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError
             format!("config is {} bytes, over the {MAX_CONFIG_BYTES}-byte limit", bytes.len()),
         ));
     }
+    // serde accepts a sequence for a struct; a config is always an object.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        return Err(ConfigError::new("", "a config must be a JSON object"));
+    }
     check_version(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let config = serde_path_to_error::deserialize(&mut de).map_err(convert)?;
@@ -39,8 +44,8 @@ struct VersionProbe {
 }
 
 fn check_version(bytes: &[u8]) -> Result<(), ConfigError> {
-    let probe: VersionProbe = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
-        .map_err(convert)?;
+    let probe: VersionProbe =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).map_err(convert)?;
     match probe.version {
         None => Err(ConfigError::new(
             "version",

@@ -23,11 +23,7 @@ pub struct Request<'s, S: HeaderSource + ?Sized> {
 
 impl<'s, S: HeaderSource + ?Sized> Request<'s, S> {
     pub fn new(source: &'s S) -> Self {
-        Request {
-            source,
-            port: None,
-            fetched: Vec::new(),
-        }
+        Request { source, port: None, fetched: Vec::new() }
     }
 
     /// The destination (listener) port, for match blocks that set `port`.
@@ -68,12 +64,7 @@ pub struct StaticHeaders(pub Vec<(String, String)>);
 
 impl StaticHeaders {
     pub fn new<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        StaticHeaders(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.into().to_ascii_lowercase(), v.into()))
-                .collect(),
-        )
+        StaticHeaders(pairs.into_iter().map(|(k, v)| (k.into().to_ascii_lowercase(), v.into())).collect())
     }
 }
 

@@ -16,7 +16,7 @@ use crate::request::{HeaderSource, Request};
 
 /// Shorter runs are checked linearly: a few string comparisons cost less
 /// than hashing.
-pub(crate) const MIN_INDEXED_RUN: usize = 4;
+pub const MIN_INDEXED_RUN: usize = 4;
 
 #[derive(Debug)]
 pub(crate) struct Rule<T> {
@@ -31,10 +31,7 @@ pub(crate) struct Rule<T> {
 #[derive(Debug)]
 enum Step {
     Rule(usize),
-    ExactHeader {
-        header: Box<str>,
-        by_value: HashMap<Box<str>, usize>,
-    },
+    ExactHeader { header: Box<str>, by_value: HashMap<Box<str>, usize>, run_len: usize },
 }
 
 #[derive(Debug)]
@@ -73,18 +70,15 @@ impl<T> RouteTable<T> {
                         by_value.entry(Box::from(value)).or_insert(index);
                     }
                 }
-                steps.push(Step::ExactHeader {
-                    header: header.into(),
-                    by_value,
-                });
+                steps.push(Step::ExactHeader { header: header.into(), by_value, run_len: end - i });
             }
             i = end;
         }
         RouteTable { rules, steps }
     }
 
-    pub(crate) fn rules(&self) -> &[Rule<T>] {
-        &self.rules
+    pub(crate) fn rule(&self, index: usize) -> Option<&Rule<T>> {
+        self.rules.get(index)
     }
 
     /// How many rules are served by the exact-header index (for tests and docs).
@@ -93,7 +87,7 @@ impl<T> RouteTable<T> {
             .iter()
             .map(|s| match s {
                 Step::Rule(_) => 0,
-                Step::ExactHeader { by_value, .. } => by_value.len(),
+                Step::ExactHeader { run_len, .. } => *run_len,
             })
             .sum()
     }
@@ -107,20 +101,14 @@ impl<T> RouteTable<T> {
                         return Some(Hit { rule, block: None });
                     }
                     if let Some(block) = rule.matches.iter().find(|m| m.matches(req)) {
-                        return Some(Hit {
-                            rule,
-                            block: Some(block),
-                        });
+                        return Some(Hit { rule, block: Some(block) });
                     }
                 }
-                Step::ExactHeader { header, by_value } => {
+                Step::ExactHeader { header, by_value, .. } => {
                     let hit = req.header(header).and_then(|v| by_value.get(v)).copied();
                     if let Some(index) = hit {
                         let rule = self.rules.get(index)?;
-                        return Some(Hit {
-                            rule,
-                            block: rule.matches.first(),
-                        });
+                        return Some(Hit { rule, block: rule.matches.first() });
                     }
                 }
             }

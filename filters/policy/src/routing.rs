@@ -1,20 +1,38 @@
 //! The routing filter's config and decision: which cluster, with which
 //! timeout, retries, header operations and rewrites; or a redirect.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::cluster_name::{is_header_value, ClusterNameTemplate, Destination};
 use crate::duration::millis;
 use crate::error::{quote, ConfigError, Path};
-use crate::header_ops::{HeaderMutations, HeadersConfig};
+use crate::header_ops::HeadersConfig;
 use crate::http_match::{header_name, path_only, HttpMatchRequest, UriMatcher};
 use crate::json::decode;
 use crate::request::{HeaderSource, Request};
-use crate::retry::{RetriesConfig, RetryHeaders};
+use crate::retry::RetriesConfig;
 use crate::virtual_host::{Lookup, RouteSpec, RuleId, VirtualHostConfig, VirtualHosts};
 use crate::weighted::{pick_weighted, sticky_hash};
 
+pub use crate::header_ops::{HeaderMutations, HeaderOps};
+pub use crate::retry::RetryHeaders;
+
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-switchyard-cluster";
+
+/// Request headers the routing decision is expressed in, besides the
+/// cluster header. On a managed host the filter owns them: a value sent by
+/// the client must be removed before the decision is applied, or a client
+/// could choose its own timeout or retries.
+pub const ENVOY_ROUTING_HEADERS: &[&str] = &[
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-max-retries",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-status-codes",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +122,8 @@ impl RouteSpec for RouteConfig {
 #[derive(Debug)]
 struct CompiledDestination {
     cluster: String,
+    /// Index into `CompiledRouting::clusters()`.
+    cluster_index: usize,
     headers: HeaderMutations,
 }
 
@@ -135,7 +155,7 @@ struct Redirect {
 
 #[derive(Debug)]
 enum Action {
-    Forward(Forward),
+    Forward(Box<Forward>),
     Redirect(Redirect),
 }
 
@@ -144,6 +164,10 @@ enum Action {
 #[derive(Debug)]
 pub struct CompiledRouting {
     cluster_header: String,
+    /// The cluster header, then `ENVOY_ROUTING_HEADERS`.
+    owned_headers: Vec<String>,
+    /// Distinct cluster names, in first-use order.
+    clusters: Vec<String>,
     hosts: VirtualHosts<Action>,
 }
 
@@ -154,7 +178,9 @@ pub enum RoutingDecision<'a> {
     Unmanaged,
     /// A virtual host serves it but no rule matched: pass untouched (Envoy's
     /// own routes decide).
-    NoRoute { virtual_host: &'a str },
+    NoRoute {
+        virtual_host: &'a str,
+    },
     Route(RouteDecision<'a>),
     Redirect(RedirectDecision<'a>),
 }
@@ -170,6 +196,8 @@ pub struct RouteDecision<'a> {
     pub destination_index: usize,
     /// Value for the cluster header.
     pub cluster: &'a str,
+    /// Index of `cluster` in `CompiledRouting::clusters()`, for per-cluster stats.
+    pub cluster_index: usize,
     /// Value for `x-envoy-upstream-rq-timeout-ms` ("0" disables the timeout).
     pub timeout_ms: Option<&'a str>,
     pub retries: Option<&'a RetryHeaders>,
@@ -255,14 +283,51 @@ impl CompiledRouting {
             }
             None => DEFAULT_CLUSTER_HEADER.to_string(),
         };
-        let template = ClusterNameTemplate::parse(
-            config.cluster_name_template.as_deref(),
-            &root.field("cluster_name_template"),
-        )?;
+        let template =
+            ClusterNameTemplate::parse(config.cluster_name_template.as_deref(), &root.field("cluster_name_template"))?;
+        let mut clusters: Vec<String> = Vec::new();
+        let mut cluster_indexes: HashMap<String, usize> = HashMap::new();
+        let mut intern = |cluster: &str| -> usize {
+            if let Some(&index) = cluster_indexes.get(cluster) {
+                return index;
+            }
+            clusters.push(cluster.to_string());
+            cluster_indexes.insert(cluster.to_string(), clusters.len() - 1);
+            clusters.len() - 1
+        };
         let hosts = VirtualHosts::compile(&config.virtual_hosts, &root.field("virtual_hosts"), |route, path| {
-            compile_action(route, path, &template)
+            compile_action(route, path, &template, &mut intern)
         })?;
-        Ok(CompiledRouting { cluster_header, hosts })
+        let owned_headers = std::iter::once(cluster_header.clone())
+            .chain(ENVOY_ROUTING_HEADERS.iter().map(|h| h.to_string()))
+            .collect();
+        Ok(CompiledRouting { cluster_header, owned_headers, clusters, hosts })
+    }
+
+    /// Headers to remove from a request on a managed host before applying
+    /// the decision (the client must not pick its cluster, timeout or
+    /// retries): the cluster header and `ENVOY_ROUTING_HEADERS`.
+    pub fn client_headers_to_strip(&self) -> impl Iterator<Item = &str> {
+        self.owned_headers.iter().map(String::as_str)
+    }
+
+    /// Every distinct cluster a rule can pick, for per-cluster stats;
+    /// `RouteDecision::cluster_index` points into it.
+    pub fn clusters(&self) -> &[String] {
+        &self.clusters
+    }
+
+    /// The header operations of a decided route, by the indexes a
+    /// `RouteDecision` carries: lets a filter keep two integers until the
+    /// response instead of a borrow. Route level first, then destination.
+    pub fn header_mutations(&self, rule_index: usize, destination_index: usize) -> Option<[&HeaderMutations; 2]> {
+        match &self.hosts.rule(rule_index)?.action {
+            Action::Forward(forward) => {
+                let destination = forward.destinations.get(destination_index)?;
+                Some([&forward.headers, &destination.headers])
+            }
+            Action::Redirect(_) => None,
+        }
     }
 
     /// The header the filter writes the cluster name into (a route in Envoy
@@ -274,6 +339,11 @@ impl CompiledRouting {
     /// Every rule in config order; decisions carry an index into this.
     pub fn rule_names(&self) -> &[RuleId] {
         self.hosts.rule_ids()
+    }
+
+    /// How many rules the exact-header index serves (see `docs/policy.md`).
+    pub fn indexed_rule_count(&self) -> usize {
+        self.hosts.hosts().iter().map(|h| h.table.indexed_rule_count()).sum()
     }
 
     /// Decides for one request. `random` is a uniformly random `u64` drawn
@@ -304,11 +374,7 @@ impl CompiledRouting {
             (Some(sticky), true) => sticky_key(sticky, req).map_or(random, |key| sticky_hash(key.as_bytes())),
             _ => random,
         };
-        let destination_index = if forward.destinations.len() > 1 {
-            pick_weighted(&forward.weights, draw)
-        } else {
-            0
-        };
+        let destination_index = if forward.destinations.len() > 1 { pick_weighted(&forward.weights, draw) } else { 0 };
         let Some(destination) = forward.destinations.get(destination_index) else {
             return RoutingDecision::NoRoute { virtual_host };
         };
@@ -327,6 +393,7 @@ impl CompiledRouting {
             match_name: hit.block.and_then(|b| b.name.as_deref()),
             destination_index,
             cluster: &destination.cluster,
+            cluster_index: destination.cluster_index,
             timeout_ms: forward.timeout_ms.as_deref(),
             retries: forward.retries.as_ref(),
             header_ops: [&forward.headers, &destination.headers],
@@ -348,16 +415,16 @@ fn sticky_key<'r, S: HeaderSource + ?Sized>(sticky: &Sticky, req: &'r mut Reques
 fn cookie_value<'c>(header: &'c str, name: &str) -> Option<&'c str> {
     header.split(';').find_map(|pair| {
         let (key, value) = pair.trim().split_once('=')?;
-        (key == name).then(|| {
-            value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value)
-        })
+        (key == name).then(|| value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value))
     })
 }
 
-fn compile_action(route: &RouteConfig, path: &Path, template: &ClusterNameTemplate) -> Result<Action, ConfigError> {
+fn compile_action(
+    route: &RouteConfig,
+    path: &Path,
+    template: &ClusterNameTemplate,
+    intern: &mut impl FnMut(&str) -> usize,
+) -> Result<Action, ConfigError> {
     match (&route.route, &route.redirect) {
         (Some(_), Some(_)) => Err(path.error("set exactly one of route, redirect (both are set)")),
         (None, None) => Err(path.error("set exactly one of route, redirect (neither is set)")),
@@ -370,14 +437,14 @@ fn compile_action(route: &RouteConfig, path: &Path, template: &ClusterNameTempla
                 ("sticky", route.sticky.is_some()),
             ] {
                 if set {
-                    return Err(path
-                        .field(field)
-                        .error(format!("{field} has no effect on a redirect: remove it")));
+                    return Err(path.field(field).error(format!("{field} has no effect on a redirect: remove it")));
                 }
             }
             compile_redirect(redirect, &path.field("redirect")).map(Action::Redirect)
         }
-        (Some(destinations), None) => compile_forward(route, destinations, path, template).map(Action::Forward),
+        (Some(destinations), None) => {
+            compile_forward(route, destinations, path, template, intern).map(|f| Action::Forward(Box::new(f)))
+        }
     }
 }
 
@@ -386,6 +453,7 @@ fn compile_forward(
     destinations: &[RouteDestination],
     path: &Path,
     template: &ClusterNameTemplate,
+    intern: &mut impl FnMut(&str) -> usize,
 ) -> Result<Forward, ConfigError> {
     let route_path = path.field("route");
     if destinations.is_empty() {
@@ -403,15 +471,13 @@ fn compile_forward(
             Some(h) => HeaderMutations::compile(h, &d_path.field("headers"))?,
             None => HeaderMutations::default(),
         };
-        compiled.push(CompiledDestination { cluster, headers });
+        compiled.push(CompiledDestination { cluster_index: intern(&cluster), cluster, headers });
         weights.push(match (d.weight, destinations.len()) {
             // Istio: a lone destination takes all traffic, whatever its weight.
             (_, 1) => 100,
             (Some(weight), _) => weight,
             (None, _) => {
-                return Err(d_path
-                    .field("weight")
-                    .error("weight is required when a route has several destinations"))
+                return Err(d_path.field("weight").error("weight is required when a route has several destinations"))
             }
         });
     }
@@ -451,10 +517,9 @@ fn compile_forward(
     };
     let sticky = match &route.sticky {
         None => None,
-        Some(StickyConfig::Header(name)) => Some(Sticky::Header(header_name(
-            name,
-            &path.field("sticky").field("header"),
-        )?)),
+        Some(StickyConfig::Header(name)) => {
+            Some(Sticky::Header(header_name(name, &path.field("sticky").field("header"))?))
+        }
         Some(StickyConfig::Cookie(name)) => {
             let cookie_path = path.field("sticky").field("cookie");
             if name.is_empty() || name.bytes().any(|b| b.is_ascii_control() || b" =;,\"".contains(&b)) {
@@ -507,9 +572,7 @@ fn compile_redirect(config: &RedirectConfig, path: &Path) -> Result<Redirect, Co
 
 fn validate_authority(authority: &str, path: &Path) -> Result<(), ConfigError> {
     let valid = !authority.is_empty()
-        && authority
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b));
+        && authority.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b));
     if valid {
         Ok(())
     } else {

@@ -22,6 +22,7 @@ use crate::error::{quote, ConfigError, Path};
 use crate::http_match::{CompiledMatch, HttpMatchRequest};
 use crate::request::{HeaderSource, Request};
 use crate::route_table::{Hit, RouteTable, Rule};
+use crate::string_match::{program_size_estimate, MAX_TOTAL_REGEX_PROGRAM_SIZE};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -43,11 +44,18 @@ pub(crate) struct VirtualHost<T> {
     pub(crate) table: RouteTable<T>,
 }
 
-/// Identifies a rule for stats: its virtual host and name.
+/// Identifies a rule for stats: its virtual host and name. Displays as
+/// `virtual_host/rule`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleId {
     pub virtual_host: String,
     pub rule: String,
+}
+
+impl std::fmt::Display for RuleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.virtual_host, self.rule)
+    }
 }
 
 #[derive(Debug)]
@@ -60,14 +68,21 @@ pub(crate) struct VirtualHosts<T> {
     prefixes: Vec<(String, usize)>,
     any: Option<usize>,
     rule_ids: Vec<RuleId>,
+    /// Global rule index → (host index, index within the host).
+    rule_locations: Vec<(usize, usize)>,
 }
 
 /// The outcome of looking a request up.
 pub(crate) enum Lookup<'a, T> {
     /// No virtual host serves the authority: leave the request alone.
     Unmanaged,
-    NoRoute { virtual_host: &'a str },
-    Matched { virtual_host: &'a str, hit: Hit<'a, T> },
+    NoRoute {
+        virtual_host: &'a str,
+    },
+    Matched {
+        virtual_host: &'a str,
+        hit: Hit<'a, T>,
+    },
 }
 
 impl<T> VirtualHosts<T> {
@@ -79,6 +94,7 @@ impl<T> VirtualHosts<T> {
         if configs.is_empty() {
             return Err(path.error("at least one virtual host is required"));
         }
+        check_regex_budget(configs, path)?;
         let mut out = VirtualHosts {
             hosts: Vec::with_capacity(configs.len()),
             exact: HashMap::new(),
@@ -86,6 +102,7 @@ impl<T> VirtualHosts<T> {
             prefixes: Vec::new(),
             any: None,
             rule_ids: Vec::new(),
+            rule_locations: Vec::new(),
         };
         let mut domain_owner: HashMap<String, usize> = HashMap::new();
         let mut host_names: HashMap<&str, usize> = HashMap::new();
@@ -145,21 +162,11 @@ impl<T> VirtualHosts<T> {
                     matches.push(CompiledMatch::compile(block, &route_path.field("match").index(block_index))?);
                 }
                 let action = compile_action(route, &route_path)?;
-                rules.push(Rule {
-                    name: name.to_string(),
-                    global_index: out.rule_ids.len(),
-                    matches,
-                    action,
-                });
-                out.rule_ids.push(RuleId {
-                    virtual_host: config.name.clone(),
-                    rule: name.to_string(),
-                });
+                rules.push(Rule { name: name.to_string(), global_index: out.rule_ids.len(), matches, action });
+                out.rule_locations.push((host_index, route_index));
+                out.rule_ids.push(RuleId { virtual_host: config.name.clone(), rule: name.to_string() });
             }
-            out.hosts.push(VirtualHost {
-                name: config.name.clone(),
-                table: RouteTable::new(rules),
-            });
+            out.hosts.push(VirtualHost { name: config.name.clone(), table: RouteTable::new(rules) });
         }
         // Longest first; ties keep config order (stable sort).
         out.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
@@ -169,6 +176,12 @@ impl<T> VirtualHosts<T> {
 
     pub(crate) fn rule_ids(&self) -> &[RuleId] {
         &self.rule_ids
+    }
+
+    /// A rule by its global index (`RuleId` order).
+    pub(crate) fn rule(&self, global_index: usize) -> Option<&Rule<T>> {
+        let (host, local) = *self.rule_locations.get(global_index)?;
+        self.hosts.get(host)?.table.rule(local)
     }
 
     pub(crate) fn hosts(&self) -> &[VirtualHost<T>] {
@@ -191,18 +204,12 @@ impl<T> VirtualHosts<T> {
             .find_map(|h| self.exact.get(*h).copied())
             .or_else(|| {
                 candidates.iter().flatten().find_map(|h| {
-                    self.suffixes
-                        .iter()
-                        .find(|(s, _)| h.len() > s.len() && h.ends_with(s.as_str()))
-                        .map(|(_, i)| *i)
+                    self.suffixes.iter().find(|(s, _)| h.len() > s.len() && h.ends_with(s.as_str())).map(|(_, i)| *i)
                 })
             })
             .or_else(|| {
                 candidates.iter().flatten().find_map(|h| {
-                    self.prefixes
-                        .iter()
-                        .find(|(p, _)| h.len() > p.len() && h.starts_with(p.as_str()))
-                        .map(|(_, i)| *i)
+                    self.prefixes.iter().find(|(p, _)| h.len() > p.len() && h.starts_with(p.as_str())).map(|(_, i)| *i)
                 })
             })
             .or(self.any)?;
@@ -218,15 +225,31 @@ impl<T> VirtualHosts<T> {
             return Lookup::Unmanaged;
         };
         match host.table.find(req) {
-            Some(hit) => Lookup::Matched {
-                virtual_host: &host.name,
-                hit,
-            },
-            None => Lookup::NoRoute {
-                virtual_host: &host.name,
-            },
+            Some(hit) => Lookup::Matched { virtual_host: &host.name, hit },
+            None => Lookup::NoRoute { virtual_host: &host.name },
         }
     }
+}
+
+/// Refuses a config whose regexes together would take too long to compile,
+/// before compiling any of them.
+fn check_regex_budget<R: RouteSpec>(configs: &[VirtualHostConfig<R>], path: &Path) -> Result<(), ConfigError> {
+    let mut total = 0usize;
+    for (h, host) in configs.iter().enumerate() {
+        for (r, route) in host.routes.iter().enumerate() {
+            for (b, block) in route.match_blocks().iter().enumerate() {
+                for regex in block.regexes() {
+                    total = total.saturating_add(program_size_estimate(regex));
+                    if total > MAX_TOTAL_REGEX_PROGRAM_SIZE {
+                        return Err(path.index(h).field("routes").index(r).field("match").index(b).error(format!(
+                            "the config's regexes are too complex together (over {MAX_TOTAL_REGEX_PROGRAM_SIZE} estimated instructions)"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The host part of `host:port` / `[v6]:port`, when a numeric port is present

@@ -9,8 +9,8 @@
 /// `random` is mapped onto `0..total` with a widening multiply
 /// (`(random * total) >> 64`) rather than `random % total`: each bucket then
 /// receives either ⌊2⁶⁴/total⌋ or ⌈2⁶⁴/total⌉ of the 2⁶⁴ inputs, so the
-/// relative bias of any outcome is below `total / 2⁶⁴` (< 3·10⁻¹⁰ for the
-/// largest possible total of 2³²·n, far below anything measurable).
+/// relative bias of any outcome is below `total / 2⁶⁴` (about 5·10⁻¹⁸ for
+/// weights summing to 100, far below anything measurable).
 /// Zero weights are never picked. An empty slice or all-zero weights return 0
 /// (config validation never produces either).
 pub fn pick_weighted(weights: &[u32], random: u64) -> usize {
@@ -74,9 +74,7 @@ impl Percentage {
             return Err(format!("percentage {value} is not within 0..=100"));
         }
         // `as` saturates and value*10000 <= 1e6 anyway.
-        Ok(Percentage {
-            per_million: (value * 10_000.0) as u32,
-        })
+        Ok(Percentage { per_million: (value * 10_000.0) as u32 })
     }
 
     pub fn per_million(&self) -> u32 {

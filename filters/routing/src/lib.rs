@@ -19,7 +19,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use switchyard_host::{load_config, log, Counter, HostRequestHeaders, Rng};
-use switchyard_policy::routing::{CompiledRouting, HeaderOps, RoutingDecision};
+use switchyard_policy::routing::{CompiledRouting, HeaderOps, RouteDecision, RoutingDecision};
 use switchyard_policy::Request;
 
 proxy_wasm::main! {{
@@ -38,7 +38,7 @@ struct Stats {
     unmanaged: Counter,
     no_route: Counter,
     redirects: Counter,
-    /// One per route, in `CompiledRouting::routes()` order.
+    /// One per rule, in `CompiledRouting::rule_names()` order.
     route_matched: Vec<Counter>,
     /// One per cluster, in `CompiledRouting::clusters()` order.
     cluster_picked: Vec<Counter>,
@@ -52,11 +52,15 @@ impl Stats {
             no_route: Counter::define("switchyard_routing_no_route_total"),
             redirects: Counter::define("switchyard_routing_redirects_total"),
             route_matched: config
-                .route_names()
-                .map(|name| Counter::define(&format!("switchyard_routing_route_matched_total.{name}")))
+                .rule_names()
+                .iter()
+                .map(|id| {
+                    Counter::define(&format!("switchyard_routing_route_matched_total.{}.{}", id.virtual_host, id.rule))
+                })
                 .collect(),
             cluster_picked: config
                 .clusters()
+                .iter()
                 .map(|cluster| Counter::define(&format!("switchyard_routing_cluster_picked_total.{cluster}")))
                 .collect(),
         }
@@ -91,14 +95,56 @@ impl RootContext for RoutingRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(RoutingHttp { state: self.state.clone()?, response_headers: None }))
+        Some(Box::new(RoutingHttp { state: self.state.clone()?, response_ops: None }))
     }
 }
 
 struct RoutingHttp {
     state: Rc<State>,
-    /// The matched route's response header operations, by route index.
-    response_headers: Option<usize>,
+    /// The chosen (rule, destination), when it has response header operations.
+    response_ops: Option<(usize, usize)>,
+}
+
+impl RoutingHttp {
+    fn forward(&mut self, route: &RouteDecision<'_>) {
+        let config = &self.state.config;
+        self.set_http_request_header(config.cluster_header(), Some(route.cluster));
+        if let Some(ms) = route.timeout_ms {
+            self.set_http_request_header("x-envoy-upstream-rq-timeout-ms", Some(ms));
+        }
+        if let Some(retries) = route.retries {
+            self.set_http_request_header("x-envoy-max-retries", Some(&retries.max_retries));
+            let optional = [
+                ("x-envoy-retry-on", &retries.retry_on),
+                ("x-envoy-retry-grpc-on", &retries.grpc_retry_on),
+                ("x-envoy-retriable-status-codes", &retries.retriable_status_codes),
+                ("x-envoy-upstream-rq-per-try-timeout-ms", &retries.per_try_timeout_ms),
+            ];
+            for (name, value) in optional {
+                if let Some(value) = value {
+                    self.set_http_request_header(name, Some(value));
+                }
+            }
+        }
+        if let Some(rewrite) = route.uri_rewrite {
+            let path = self.get_http_request_header(":path").unwrap_or_default();
+            self.set_http_request_header(":path", Some(&rewrite.apply(&path)));
+        }
+        if let Some(authority) = route.authority_rewrite {
+            self.set_http_request_header(":authority", Some(authority));
+        }
+        for ops in route.header_ops {
+            apply(&ops.request, |name, value| self.set_http_request_header(name, value), |name, value| {
+                self.add_http_request_header(name, value)
+            });
+        }
+        if route.header_ops.iter().any(|ops| !ops.response.is_empty()) {
+            self.response_ops = Some((route.rule_index, route.destination_index));
+        }
+        let route_id = format!("{}/{}", route.virtual_host, route.rule);
+        let _ = hostcalls::set_property(vec!["wasm", ROUTE_PROPERTY], Some(route_id.as_bytes()));
+        clear_route_cache();
+    }
 }
 
 impl Context for RoutingHttp {}
@@ -129,70 +175,47 @@ impl HttpContext for RoutingHttp {
                 self.send_http_response(404, vec![], None);
                 Action::Pause
             }
-            RoutingDecision::Redirect { route, location, status } => {
-                count(&state.stats.route_matched, route.index);
+            RoutingDecision::Redirect(redirect) => {
+                count(&state.stats.route_matched, redirect.rule_index);
                 state.stats.redirects.inc();
-                self.send_http_response(u32::from(status), vec![("location", &location)], None);
+                let scheme = self.get_http_request_header(":scheme").unwrap_or_else(|| "http".to_owned());
+                let authority = self.get_http_request_header(":authority").unwrap_or_default();
+                let path = self.get_http_request_header(":path").unwrap_or_default();
+                let location = redirect.location(&scheme, &authority, &path);
+                self.send_http_response(u32::from(redirect.status), vec![("location", &location)], None);
                 Action::Pause
             }
             RoutingDecision::Route(route) => {
-                count(&state.stats.route_matched, route.index);
+                count(&state.stats.route_matched, route.rule_index);
                 count(&state.stats.cluster_picked, route.cluster_index);
-                self.set_http_request_header(config.cluster_header(), Some(route.cluster));
-                if let Some(ms) = route.timeout_ms {
-                    self.set_http_request_header("x-envoy-upstream-rq-timeout-ms", Some(ms));
-                }
-                if let Some(retries) = route.retries {
-                    self.set_http_request_header("x-envoy-max-retries", Some(retries.attempts));
-                    self.set_http_request_header("x-envoy-retry-on", Some(retries.retry_on));
-                    if let Some(codes) = retries.retriable_status_codes {
-                        self.set_http_request_header("x-envoy-retriable-status-codes", Some(codes));
-                    }
-                    if let Some(ms) = retries.per_try_timeout_ms {
-                        self.set_http_request_header("x-envoy-upstream-rq-per-try-timeout-ms", Some(ms));
-                    }
-                }
-                if let Some(path) = route.rewritten_path.as_deref() {
-                    self.set_http_request_header(":path", Some(path));
-                }
-                if let Some(authority) = route.rewrite_authority {
-                    self.set_http_request_header(":authority", Some(authority));
-                }
-                apply_request_ops(self, route.request_headers);
-                self.response_headers = route.has_response_ops.then_some(route.index);
-                let _ = hostcalls::set_property(vec!["wasm", ROUTE_PROPERTY], Some(route.name.as_bytes()));
-                clear_route_cache();
+                self.forward(&route);
                 Action::Continue
             }
         }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(ops) = self.response_headers.and_then(|index| self.state.config.response_header_ops(index)) {
-            for name in ops.remove() {
-                self.set_http_response_header(name, None);
-            }
-            for (name, value) in ops.set() {
-                self.set_http_response_header(name, Some(value));
-            }
-            for (name, value) in ops.add() {
-                self.add_http_response_header(name, value);
-            }
+        let Some((rule, destination)) = self.response_ops else { return Action::Continue };
+        let Some(mutations) = self.state.config.header_mutations(rule, destination) else { return Action::Continue };
+        for ops in mutations {
+            apply(&ops.response, |name, value| self.set_http_response_header(name, value), |name, value| {
+                self.add_http_response_header(name, value)
+            });
         }
         Action::Continue
     }
 }
 
-fn apply_request_ops(http: &RoutingHttp, ops: Option<&HeaderOps>) {
-    let Some(ops) = ops else { return };
-    for name in ops.remove() {
-        http.set_http_request_header(name, None);
+/// Istio's order: remove, then set (replacing), then add (appending).
+fn apply(ops: &HeaderOps, set: impl Fn(&str, Option<&str>), add: impl Fn(&str, &str)) {
+    for name in &ops.remove {
+        set(name, None);
     }
-    for (name, value) in ops.set() {
-        http.set_http_request_header(name, Some(value));
+    for (name, value) in &ops.set {
+        set(name, Some(value));
     }
-    for (name, value) in ops.add() {
-        http.add_http_request_header(name, value);
+    for (name, value) in &ops.add {
+        add(name, value);
     }
 }
 
