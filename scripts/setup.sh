@@ -64,7 +64,7 @@ wbg_version=$(wasm_bindgen_lock_version)
 if [ -n "$wbg_version" ]; then
     if [ "$(.tools/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$wbg_version" ]; then
         step "cargo install wasm-bindgen-cli@$wbg_version into .tools (about 2 minutes, once)"
-        cargo install -q --locked --root .tools wasm-bindgen-cli --version "$wbg_version"
+        cargo install -q --root .tools wasm-bindgen-cli --version "$wbg_version"
     fi
     step "wasm-bindgen-test-runner $wbg_version"
 fi

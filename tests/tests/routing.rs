@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde_json::{json, Value};
 use switchyard_tests::bootstrap::{
-    bootstrap, http_listener, module_path, route_by_cluster_header, route_config, static_cluster, trust_loopback_clients, wasm_http_filter,
+    bootstrap, http_listener, module_path, route_by_cluster_header, route_config, static_cluster,
+    trust_loopback_clients, wasm_http_filter,
 };
 use switchyard_tests::{http_client, EchoServer, Envoy};
 
@@ -23,7 +24,8 @@ fn cluster(subset: &str) -> String {
 async fn routing_envoy(config: Value, upstreams: &[(String, &EchoServer)]) -> Envoy {
     let module = module_path("routing").unwrap_or_else(|e| panic!("{e}"));
     let filter = wasm_http_filter("switchyard.routing", &module, "routing", "switchyard-routing", &config.to_string());
-    let mut listener = http_listener("main", route_config(vec![route_by_cluster_header("x-switchyard-cluster")]), vec![filter]);
+    let mut listener =
+        http_listener("main", route_config(vec![route_by_cluster_header("x-switchyard-cluster")]), vec![filter]);
     // Envoy honours client `x-envoy-*` headers only from trusted clients:
     // trusting loopback makes the filter's stripping the only defence, so the
     // test of it means something.
@@ -70,7 +72,11 @@ async fn versions(envoy: &Envoy, n: usize, headers: &[(&str, &str)]) -> Vec<Stri
 }
 
 async fn reviews_v1_v2_v3() -> (EchoServer, EchoServer, EchoServer) {
-    (EchoServer::start("reviews", "v1").await, EchoServer::start("reviews", "v2").await, EchoServer::start("reviews", "v3").await)
+    (
+        EchoServer::start("reviews", "v1").await,
+        EchoServer::start("reviews", "v2").await,
+        EchoServer::start("reviews", "v3").await,
+    )
 }
 
 fn destination(subset: &str) -> Value {
@@ -120,7 +126,9 @@ async fn weights_shift_half_the_traffic_to_v3_then_all_of_it() {
 #[tokio::test]
 async fn a_half_second_timeout_turns_a_slow_v2_into_504() {
     let (v1, v2, v3) = reviews_v1_v2_v3().await;
-    let config = reviews_vhost(json!([{"name": "v2-timeout", "route": [{"destination": destination("v2")}], "timeout": "0.5s"}]));
+    let config = reviews_vhost(
+        json!([{"name": "v2-timeout", "route": [{"destination": destination("v2")}], "timeout": "0.5s"}]),
+    );
     let envoy = routing_envoy(config, &[(cluster("v1"), &v1), (cluster("v2"), &v2), (cluster("v3"), &v3)]).await;
 
     let started = Instant::now();
@@ -164,7 +172,9 @@ async fn ingress_uri_rules_send_bookinfo_paths_to_productpage_and_the_rest_to_40
          "route": [{"destination": {"host": "productpage", "port": 9080}}]}]}]});
     let envoy = routing_envoy(config, &[("outbound|9080||productpage".to_owned(), &productpage)]).await;
 
-    for path in ["/productpage", "/static/css/style.css", "/login", "/api/v1/products/0/reviews", "/productpage?u=normal"] {
+    for path in
+        ["/productpage", "/static/css/style.css", "/login", "/api/v1/products/0/reviews", "/productpage?u=normal"]
+    {
         let reply = send(&envoy, path, &[]).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.body);
         assert_eq!(reply.headers.get("x-echo-service").and_then(|v| v.to_str().ok()), Some("productpage"), "{path}");
@@ -198,7 +208,10 @@ async fn header_operations_rewrite_and_redirect_apply_per_route() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(redirect.status().as_u16(), 308);
-    assert_eq!(redirect.headers().get("location").and_then(|v| v.to_str().ok()), Some("http://bookinfo.example/reviews/new"));
+    assert_eq!(
+        redirect.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("http://bookinfo.example/reviews/new")
+    );
 
     let rewritten = send(&envoy, "/legacy/7?x=1", &[]).await;
     assert_eq!(rewritten.version.as_deref(), Some("v2"), "{}", rewritten.body);

@@ -19,7 +19,8 @@ fn filter(name: &str, config: &Value) -> Value {
 /// One listener in front of one echo upstream, with `filters` before the
 /// router; the route reads the routing filter's cluster header when asked.
 async fn envoy_with(filters: Vec<Value>, cluster_header_route: bool, upstream: &EchoServer) -> Envoy {
-    let route = if cluster_header_route { route_by_cluster_header("x-switchyard-cluster") } else { route_to_cluster("echo") };
+    let route =
+        if cluster_header_route { route_by_cluster_header("x-switchyard-cluster") } else { route_to_cluster("echo") };
     let listener = http_listener("main", route_config(vec![route]), filters);
     Envoy::start(bootstrap(vec![listener], vec![static_cluster("echo", upstream.port(), false)]))
         .await
@@ -96,7 +97,8 @@ async fn egress_module_allows_a_registered_host_and_denies_another() {
 /// Sends a ClientHello with `sni` and reports whether Envoy kept the
 /// connection open (true) or closed it (false) within a short wait.
 async fn tls_connection_survives(port: u16, sni: &str) -> bool {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut stream =
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("connect: {e}"));
     stream.write_all(&tls::client_hello(sni)).await.unwrap_or_else(|e| panic!("write: {e}"));
     let mut buf = [0u8; 64];
     match tokio::time::timeout(std::time::Duration::from_millis(500), stream.read(&mut buf)).await {
@@ -110,9 +112,11 @@ async fn tls_connection_survives(port: u16, sni: &str) -> bool {
 #[tokio::test]
 async fn egress_tls_module_closes_a_denied_sni_before_any_upstream_connection() {
     let upstream = EchoServer::start("echo", "v1").await;
-    let config = json!({"version": 1, "outbound_traffic_policy": "REGISTRY_ONLY", "hosts": [{"host": "*.allowed.example"}]});
+    let config =
+        json!({"version": 1, "outbound_traffic_policy": "REGISTRY_ONLY", "hosts": [{"host": "*.allowed.example"}]});
     let module = module_path("egress").unwrap_or_else(|e| panic!("{e}"));
-    let network_filter = wasm_network_filter("switchyard.egress-tls", &module, "egress-tls", "switchyard-egress", &config.to_string());
+    let network_filter =
+        wasm_network_filter("switchyard.egress-tls", &module, "egress-tls", "switchyard-egress", &config.to_string());
     let listener = tcp_proxy_listener("tls", "echo", vec![network_filter], true);
     let envoy = Envoy::start(bootstrap(vec![listener], vec![static_cluster("echo", upstream.port(), false)]))
         .await
@@ -130,16 +134,21 @@ async fn egress_tls_module_closes_a_denied_sni_before_any_upstream_connection() 
 #[tokio::test]
 async fn each_module_refuses_an_invalid_config_and_logs_why() {
     let cases = [
-        ("routing", json!({"version": 1, "virtual_hosts": []}), "virtual_hosts"),
+        ("routing", json!({"version": 1, "virtual_hosts": [{"name": "x", "domains": ["x"], "routes": []}]}), "routes"),
         ("fault", json!({"version": 2, "virtual_hosts": []}), "version"),
         ("mirror", json!({"version": 1, "virtual_hosts": [], "bogus": true}), "bogus"),
-        ("egress", json!({"version": 1, "outbound_traffic_policy": "SOMETIMES", "hosts": []}), "outbound_traffic_policy"),
+        (
+            "egress",
+            json!({"version": 1, "outbound_traffic_policy": "SOMETIMES", "hosts": []}),
+            "outbound_traffic_policy",
+        ),
     ];
     for (name, config, field) in cases {
         let listener = http_listener("main", route_config(vec![route_to_cluster("echo")]), vec![filter(name, &config)]);
-        let (status, log) = Envoy::start_expect_failure(bootstrap(vec![listener], vec![static_cluster("echo", 9, false)]))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (status, log) =
+            Envoy::start_expect_failure(bootstrap(vec![listener], vec![static_cluster("echo", 9, false)]))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!status.success(), "{name}: envoy must refuse the config");
         let reason = log
             .lines()

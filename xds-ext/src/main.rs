@@ -1,14 +1,14 @@
-//! `xds-ext`: Switchyard's control-plane side. This first cut checks filter
-//! configurations with the very code the filters run; the ECDS server verbs
-//! come next (see the README).
+//! `xds-ext`: verbs in the spirit of istioctl. Each group of verbs lives with
+//! the code it drives: `config::cli` (validate, render, explain, and
+//! validate-filter-config) and `server::cli` (serve, status).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use xds_ext::{config, server};
 
 #[derive(Parser)]
-#[command(name = "xds-ext", version, about = "Switchyard's extension config server and CLI")]
+#[command(name = "xds-ext", version, about = "Switchyard's extension config server (ECDS) and CLI")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,57 +16,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check Switchyard filter configurations (the JSON a filter receives as
-    /// its plugin configuration) with the same validation the filters run.
-    /// Exit status 0 when every file is valid, 1 otherwise; one line per
-    /// problem: `FILE: field.path: message`.
-    ValidateFilterConfig {
-        /// Which filter the files configure.
-        #[arg(long, value_enum)]
-        filter: Filter,
-        /// JSON files to check.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Filter {
-    Routing,
-    Fault,
-    Mirror,
-    Egress,
+    #[command(flatten)]
+    Config(config::cli::ConfigCommand),
+    #[command(flatten)]
+    Server(server::cli::ServerCommand),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::ValidateFilterConfig { filter, files } => validate_filter_configs(filter, &files),
-    }
-}
-
-fn validate_filter_configs(filter: Filter, files: &[PathBuf]) -> ExitCode {
-    let mut failed = false;
-    for file in files {
-        let result = std::fs::read(file).map_err(|e| e.to_string()).and_then(|bytes| {
-            let checked = match filter {
-                Filter::Routing => switchyard_policy::routing::CompiledRouting::from_json(&bytes).map(drop),
-                Filter::Fault => switchyard_policy::fault::CompiledFault::from_json(&bytes).map(drop),
-                Filter::Mirror => switchyard_policy::mirror::CompiledMirror::from_json(&bytes).map(drop),
-                Filter::Egress => switchyard_policy::egress::CompiledEgress::from_json(&bytes).map(drop),
-            };
-            checked.map_err(|e| e.to_string())
-        });
-        match result {
-            Ok(()) => println!("{}: valid", file.display()),
-            Err(message) => {
-                failed = true;
-                println!("{}: {message}", file.display());
-            }
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+        Command::Config(command) => config::cli::run(command),
+        Command::Server(command) => server::cli::run(command),
     }
 }

@@ -174,7 +174,11 @@ fn send_abort(stats: &Stats, abort: Abort) {
             let code = code.to_string();
             hostcalls::send_http_response(
                 200,
-                vec![("content-type", "application/grpc"), ("grpc-status", &code), ("grpc-message", "fault filter abort")],
+                vec![
+                    ("content-type", "application/grpc"),
+                    ("grpc-status", &code),
+                    ("grpc-message", "fault filter abort"),
+                ],
                 None,
             )
         }
@@ -227,7 +231,11 @@ impl HttpContext for FaultHttp {
         if let Some(delay_ms) = delay_ms {
             shared.stats.delays_injected.inc();
             let deadline_nanos = now_nanos(self.get_current_time()) + u128::from(delay_ms) * 1_000_000;
-            shared.delayed.borrow_mut().push(Reverse(Delayed { deadline_nanos, context_id: self.context_id, then_abort: abort }));
+            shared.delayed.borrow_mut().push(Reverse(Delayed {
+                deadline_nanos,
+                context_id: self.context_id,
+                then_abort: abort,
+            }));
             self.start_ticking();
             return Action::Pause;
         }

@@ -30,7 +30,10 @@ pub fn load_config<T>(filter: &str, compile: impl FnOnce(&[u8]) -> Result<T, Con
     let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
         Ok(Some(bytes)) if !bytes.is_empty() => bytes,
         Ok(_) => {
-            log(LogLevel::Error, &format!("switchyard.{filter}: rejected configuration: no plugin configuration given"));
+            log(
+                LogLevel::Error,
+                &format!("switchyard.{filter}: rejected configuration: no plugin configuration given"),
+            );
             return None;
         }
         Err(status) => {

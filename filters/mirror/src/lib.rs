@@ -3,12 +3,16 @@
 //! request never waits for the shadow and never sees its outcome.
 //!
 //! Shadows are dispatched with the root context as the effective context:
-//! the root outlives the request, so a primary that finishes first cannot
-//! cancel its shadow, and shadow responses are drained in one place.
+//! Envoy then tracks the call on the root, which outlives the request, so a
+//! primary that finishes first cannot cancel its shadow. Shadow responses are
+//! dropped; their outcome shows in Envoy's own stats of the shadow cluster
+//! (`cluster.<name>.upstream_rq_*`). (The SDK hands a call's response to the
+//! context that was active in the SDK's own bookkeeping, the HTTP context,
+//! and drops it once that context is gone — so counting responses here
+//! would undercount.)
 //! Requests with a body are copied as it streams through (the primary is not
 //! paused); a body larger than `max_body_bytes` is not mirrored.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -35,7 +39,6 @@ struct Stats {
     mirrored: Counter,
     body_too_large: Counter,
     dispatch_failed: Counter,
-    shadow_responses: Counter,
 }
 
 struct Shared {
@@ -43,7 +46,6 @@ struct Shared {
     stats: Stats,
     rng: Rng,
     root_context_id: u32,
-    in_flight: Cell<u32>,
 }
 
 struct MirrorRoot {
@@ -51,14 +53,7 @@ struct MirrorRoot {
     shared: Option<Rc<Shared>>,
 }
 
-impl Context for MirrorRoot {
-    fn on_http_call_response(&mut self, _token_id: u32, _num_headers: usize, _body_size: usize, _num_trailers: usize) {
-        if let Some(shared) = &self.shared {
-            shared.stats.shadow_responses.inc();
-            shared.in_flight.set(shared.in_flight.get().saturating_sub(1));
-        }
-    }
-}
+impl Context for MirrorRoot {}
 
 impl RootContext for MirrorRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -72,11 +67,9 @@ impl RootContext for MirrorRoot {
                 mirrored: Counter::define("switchyard_mirror_mirrored_total"),
                 body_too_large: Counter::define("switchyard_mirror_body_too_large_total"),
                 dispatch_failed: Counter::define("switchyard_mirror_dispatch_failed_total"),
-                shadow_responses: Counter::define("switchyard_mirror_shadow_responses_total"),
             },
             rng: Rng::from_host_time(self.context_id),
             root_context_id: self.context_id,
-            in_flight: Cell::new(0),
         }));
         true
     }
@@ -114,10 +107,7 @@ impl MirrorHttp {
         }
         for cluster in &pending.clusters {
             match hostcalls::dispatch_http_call(cluster, headers.clone(), body, vec![], SHADOW_TIMEOUT) {
-                Ok(_) => {
-                    shared.stats.mirrored.inc();
-                    shared.in_flight.set(shared.in_flight.get() + 1);
-                }
+                Ok(_) => shared.stats.mirrored.inc(),
                 Err(status) => {
                     shared.stats.dispatch_failed.inc();
                     log(LogLevel::Debug, &format!("switchyard.mirror: dispatch to {cluster} failed: {status:?}"));

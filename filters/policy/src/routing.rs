@@ -176,8 +176,9 @@ pub struct CompiledRouting {
 pub enum RoutingDecision<'a> {
     /// No virtual host serves the authority: pass the request untouched.
     Unmanaged,
-    /// A virtual host serves it but no rule matched: pass untouched (Envoy's
-    /// own routes decide).
+    /// A virtual host serves it but no rule matched: the routing filter
+    /// answers 404, as Istio does for a VirtualService without a matching
+    /// route.
     NoRoute {
         virtual_host: &'a str,
     },

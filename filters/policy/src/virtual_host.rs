@@ -91,9 +91,9 @@ impl<T> VirtualHosts<T> {
         path: &Path,
         mut compile_action: impl FnMut(&R, &Path) -> Result<T, ConfigError>,
     ) -> Result<Self, ConfigError> {
-        if configs.is_empty() {
-            return Err(path.error("at least one virtual host is required"));
-        }
+        // No virtual hosts is valid: the filter manages nothing and every
+        // request passes untouched. xds-ext sends this to a workload that no
+        // policy selects, so its Envoy's ECDS subscription still completes.
         check_regex_budget(configs, path)?;
         let mut out = VirtualHosts {
             hosts: Vec::with_capacity(configs.len()),

@@ -398,3 +398,13 @@ fn stats_indexes_and_owned_headers_are_exposed() {
     assert!(config.header_mutations(2, 0).is_none(), "a redirect has no header operations");
     assert!(config.header_mutations(99, 0).is_none());
 }
+
+#[test]
+fn a_config_without_virtual_hosts_manages_nothing() {
+    use switchyard_policy::routing::{CompiledRouting, RoutingDecision};
+    use switchyard_policy::{Request, StaticHeaders};
+    let config = CompiledRouting::from_json(br#"{"version": 1, "virtual_hosts": []}"#);
+    let config = config.unwrap_or_else(|e| panic!("{e}"));
+    let headers = StaticHeaders::new([(":authority", "reviews"), (":path", "/")]);
+    assert_eq!(config.decide(&mut Request::new(&headers), 0), RoutingDecision::Unmanaged);
+}

@@ -134,9 +134,11 @@ impl RoutingHttp {
             self.set_http_request_header(":authority", Some(authority));
         }
         for ops in route.header_ops {
-            apply(&ops.request, |name, value| self.set_http_request_header(name, value), |name, value| {
-                self.add_http_request_header(name, value)
-            });
+            apply(
+                &ops.request,
+                |name, value| self.set_http_request_header(name, value),
+                |name, value| self.add_http_request_header(name, value),
+            );
         }
         if route.header_ops.iter().any(|ops| !ops.response.is_empty()) {
             self.response_ops = Some((route.rule_index, route.destination_index));
@@ -198,9 +200,11 @@ impl HttpContext for RoutingHttp {
         let Some((rule, destination)) = self.response_ops else { return Action::Continue };
         let Some(mutations) = self.state.config.header_mutations(rule, destination) else { return Action::Continue };
         for ops in mutations {
-            apply(&ops.response, |name, value| self.set_http_response_header(name, value), |name, value| {
-                self.add_http_response_header(name, value)
-            });
+            apply(
+                &ops.response,
+                |name, value| self.set_http_response_header(name, value),
+                |name, value| self.add_http_response_header(name, value),
+            );
         }
         Action::Continue
     }
