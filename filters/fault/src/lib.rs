@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel};
 use switchyard_host::{load_config, log, Counter, HostRequestHeaders, Rng};
 use switchyard_policy::fault::{Abort, CompiledFault, FaultDecision};
 use switchyard_policy::Request;
@@ -161,7 +161,7 @@ fn now_nanos(time: SystemTime) -> u128 {
 
 /// Answers the current effective context's request as Envoy's fault filter
 /// does: the HTTP status with body "fault filter abort", or for gRPC a
-/// trailers-only response carrying `grpc-status`.
+/// trailers-only response whose `grpc-status` Envoy itself writes.
 fn send_abort(stats: &Stats, abort: Abort) {
     stats.aborts_injected.inc();
     let result = match abort {
@@ -170,22 +170,37 @@ fn send_abort(stats: &Stats, abort: Abort) {
             vec![("content-type", "text/plain")],
             Some(b"fault filter abort"),
         ),
-        Abort::Grpc(code) => {
-            let code = code.to_string();
-            hostcalls::send_http_response(
-                200,
-                vec![
-                    ("content-type", "application/grpc"),
-                    ("grpc-status", &code),
-                    ("grpc-message", "fault filter abort"),
-                ],
-                None,
-            )
-        }
+        Abort::Grpc(code) => hostcalls::send_grpc_response(grpc_status(code), Some("fault filter abort"), vec![]),
     };
     if let Err(status) = result {
         log(LogLevel::Warn, &format!("switchyard.fault: cannot send abort: {status:?}"));
     }
+}
+
+/// The policy crate accepts only codes 0..=16, so `Unknown` is unreachable
+/// in practice and merely keeps this total.
+fn grpc_status(code: u32) -> GrpcStatusCode {
+    use GrpcStatusCode::*;
+    const CODES: [GrpcStatusCode; 17] = [
+        Ok,
+        Cancelled,
+        Unknown,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+    ];
+    usize::try_from(code).ok().and_then(|i| CODES.get(i).copied()).unwrap_or(Unknown)
 }
 
 struct FaultHttp {
