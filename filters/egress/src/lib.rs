@@ -107,7 +107,12 @@ impl Context for EgressHttp {}
 impl HttpContext for EgressHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let authority = self.get_http_request_header(":authority").unwrap_or_default();
-        let decision = self.config.decide_authority(&authority);
+        // An authority without a port means the scheme's default port.
+        let default_port = match self.get_http_request_header(":scheme").as_deref() {
+            Some("https") => 443,
+            _ => 80,
+        };
+        let decision = self.config.decide_authority_with_default_port(&authority, default_port);
         let Some(status) = enforce(self.stats, decision, &authority) else {
             return Action::Continue;
         };
