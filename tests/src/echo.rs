@@ -198,7 +198,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn serve(listener: TcpListener, state: Arc<State>, mut stop: oneshot::Receiver<()>) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Generous limits: tests send oversized requests at the proxy, and the
+    // upstream should not be the one to refuse them.
+    builder.http1().max_headers(512).max_buf_size(4 * 1024 * 1024);
+    builder.http2().max_header_list_size(4 * 1024 * 1024);
     loop {
         tokio::select! {
             accepted = listener.accept() => {

@@ -24,8 +24,16 @@ fn cluster(subset: &str) -> String {
 async fn routing_envoy(config: Value, upstreams: &[(String, &EchoServer)]) -> Envoy {
     let module = module_path("routing").unwrap_or_else(|e| panic!("{e}"));
     let filter = wasm_http_filter("switchyard.routing", &module, "routing", "switchyard-routing", &config.to_string());
-    let mut listener =
-        http_listener("main", route_config(vec![route_by_cluster_header("x-switchyard-cluster")]), vec![filter]);
+    let mut route = route_by_cluster_header("x-switchyard-cluster");
+    // Envoy's own formatter reads the filter state the routing filter leaves
+    // for later filters, and hands it to the upstream.
+    route["request_headers_to_add"] =
+        json!([{"header": {"key": "x-seen-route", "value": "%FILTER_STATE(wasm.switchyard.route:PLAIN)%"}}]);
+    let mut listener = http_listener("main", route_config(vec![route]), vec![filter]);
+    // Room for the oversized-headers test (Envoy's defaults: 60 KiB, 100 headers).
+    let manager = &mut listener["filter_chains"][0]["filters"][0]["typed_config"];
+    manager["max_request_headers_kb"] = json!(1024);
+    manager["common_http_protocol_options"] = json!({"max_headers_count": 200});
     // Envoy honours client `x-envoy-*` headers only from trusted clients:
     // trusting loopback makes the filter's stripping the only defence, so the
     // test of it means something.
@@ -266,4 +274,48 @@ async fn unmanaged_hosts_pass_untouched_including_client_headers() {
 
     assert_eq!(reply.headers().get("x-echo-version").and_then(|v| v.to_str().ok()), Some("v3"));
     assert_eq!(envoy.counter("wasmcustom.switchyard_routing_unmanaged_total").await, 1);
+}
+
+#[tokio::test]
+async fn the_matched_route_is_left_as_filter_state_for_later_filters() {
+    let (v1, v2, v3) = reviews_v1_v2_v3().await;
+    let config = reviews_vhost(json!([
+        {"name": "jason", "match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [{"destination": destination("v2")}]},
+        {"name": "default", "route": [{"destination": destination("v1")}]}]));
+    let envoy = routing_envoy(config, &[(cluster("v1"), &v1), (cluster("v2"), &v2), (cluster("v3"), &v3)]).await;
+
+    let jason = send(&envoy, "/reviews/0", &[("end-user", "jason")]).await;
+    let echo: Value = serde_json::from_str(&jason.body).unwrap_or_else(|e| panic!("{e}: {}", jason.body));
+
+    assert_eq!(echo["headers"]["x-seen-route"], "reviews/jason", "{echo}");
+}
+
+#[tokio::test]
+async fn odd_request_data_never_breaks_the_filter() {
+    let (v1, v2, v3) = reviews_v1_v2_v3().await;
+    let config = reviews_vhost(json!([
+        {"name": "jason", "match": [{"headers": {"end-user": {"regex": "ja.*"}}}], "route": [{"destination": destination("v2")}]},
+        {"name": "default", "route": [{"destination": destination("v1")}]}]));
+    let envoy = routing_envoy(config, &[(cluster("v1"), &v1), (cluster("v2"), &v2), (cluster("v3"), &v3)]).await;
+    let url = format!("{}/reviews/0", envoy.listener_url("main"));
+
+    // A header value that is not UTF-8 (obs-text bytes, legal in HTTP/1.1).
+    let latin1 = reqwest::header::HeaderValue::from_bytes(b"ja\xe9son").unwrap_or_else(|e| panic!("{e}"));
+    let reply = http_client().get(&url).header("host", "reviews").header("end-user", latin1).send().await;
+    let reply = reply.unwrap_or_else(|e| panic!("{e}"));
+    assert!(reply.status().is_success() || reply.status().is_client_error(), "{}", reply.status());
+
+    // A hundred 8 KiB headers.
+    let big = "x".repeat(8 * 1024);
+    let mut request = http_client().get(&url).header("host", "reviews").header("end-user", "jason");
+    for i in 0..100 {
+        request = request.header(format!("x-bulk-{i}"), &big);
+    }
+    let reply = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reply.status().as_u16(), 200, "{:?}", reply.headers());
+    assert_eq!(reply.headers().get("x-echo-version").and_then(|v| v.to_str().ok()), Some("v2"));
+
+    // The filter is still there and sane afterwards.
+    assert_eq!(send(&envoy, "/reviews/0", &[("end-user", "jason")]).await.version.as_deref(), Some("v2"));
+    assert!(!envoy.log().contains("panic"), "{}", envoy.log_tail(30));
 }

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, PeerType};
-use switchyard_host::{load_config, log, Counter};
+use switchyard_host::{load_config, log, request_header, Counter};
 use switchyard_policy::egress::{CompiledEgress, EgressDecision};
 
 const TLS_ROOT_ID: &str = "egress-tls";
@@ -106,9 +106,9 @@ impl Context for EgressHttp {}
 
 impl HttpContext for EgressHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let authority = self.get_http_request_header(":authority").unwrap_or_default();
+        let authority = request_header(":authority").unwrap_or_default();
         // An authority without a port means the scheme's default port.
-        let default_port = match self.get_http_request_header(":scheme").as_deref() {
+        let default_port = match request_header(":scheme").as_deref() {
             Some("https") => 443,
             _ => 80,
         };

@@ -53,13 +53,32 @@ pub fn load_config<T>(filter: &str, compile: impl FnOnce(&[u8]) -> Result<T, Con
     }
 }
 
+/// One request header, or `None`. Values that are not UTF-8 (HTTP allows
+/// obs-text bytes) are converted lossily: the SDK's own string getters
+/// unwrap the conversion and would panic on them.
+pub fn request_header(name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()?;
+    Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// All request headers, values converted as in [`request_header`].
+pub fn request_headers() -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| {
+            (name, String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        })
+        .collect()
+}
+
 /// Request headers read straight from the host, one call per header the
 /// matchers ask for (`switchyard_policy::Request` memoizes them).
 pub struct HostRequestHeaders;
 
 impl HeaderSource for HostRequestHeaders {
     fn header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+        request_header(name)
     }
 }
 

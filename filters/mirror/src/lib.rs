@@ -19,7 +19,7 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use switchyard_host::{load_config, log, Counter, HostRequestHeaders, Rng};
+use switchyard_host::{load_config, log, request_headers, Counter, HostRequestHeaders, Rng};
 use switchyard_policy::mirror::{CompiledMirror, MirrorDecision};
 use switchyard_policy::shadow_authority;
 use switchyard_policy::Request;
@@ -145,7 +145,7 @@ impl HttpContext for MirrorHttp {
         if clusters.is_empty() {
             return Action::Continue;
         }
-        let pending = Pending { clusters, headers: shadow_headers(self.get_http_request_headers()), body: Vec::new() };
+        let pending = Pending { clusters, headers: shadow_headers(request_headers()), body: Vec::new() };
         if end_of_stream {
             self.dispatch(&pending);
         } else {

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use switchyard_host::{load_config, log, Counter, HostRequestHeaders, Rng};
+use switchyard_host::{load_config, log, request_header, Counter, HostRequestHeaders, Rng};
 use switchyard_policy::routing::{CompiledRouting, HeaderOps, RouteDecision, RoutingDecision};
 use switchyard_policy::Request;
 
@@ -29,8 +29,10 @@ proxy_wasm::main! {{
     });
 }}
 
-/// Filter state a later filter in the chain can read
-/// (`get_property(["wasm", ROUTE_PROPERTY])`): `<virtual host>/<route>`.
+/// Filter state a later filter in the chain can read: `<virtual host>/<route>`.
+/// Envoy stores it under `wasm.` + this name, so it is
+/// `get_property(["wasm.switchyard.route"])` to another wasm filter and
+/// `%FILTER_STATE(wasm.switchyard.route:PLAIN)%` to Envoy's formatters.
 const ROUTE_PROPERTY: &str = "switchyard.route";
 
 struct Stats {
@@ -127,7 +129,7 @@ impl RoutingHttp {
             }
         }
         if let Some(rewrite) = route.uri_rewrite {
-            let path = self.get_http_request_header(":path").unwrap_or_default();
+            let path = request_header(":path").unwrap_or_default();
             self.set_http_request_header(":path", Some(&rewrite.apply(&path)));
         }
         if let Some(authority) = route.authority_rewrite {
@@ -144,7 +146,9 @@ impl RoutingHttp {
             self.response_ops = Some((route.rule_index, route.destination_index));
         }
         let route_id = format!("{}/{}", route.virtual_host, route.rule);
-        let _ = hostcalls::set_property(vec!["wasm", ROUTE_PROPERTY], Some(route_id.as_bytes()));
+        if let Err(status) = hostcalls::set_property(vec![ROUTE_PROPERTY], Some(route_id.as_bytes())) {
+            log(LogLevel::Warn, &format!("switchyard.routing: cannot set filter state {ROUTE_PROPERTY}: {status:?}"));
+        }
         clear_route_cache();
     }
 }
@@ -180,9 +184,9 @@ impl HttpContext for RoutingHttp {
             RoutingDecision::Redirect(redirect) => {
                 count(&state.stats.route_matched, redirect.rule_index);
                 state.stats.redirects.inc();
-                let scheme = self.get_http_request_header(":scheme").unwrap_or_else(|| "http".to_owned());
-                let authority = self.get_http_request_header(":authority").unwrap_or_default();
-                let path = self.get_http_request_header(":path").unwrap_or_default();
+                let scheme = request_header(":scheme").unwrap_or_else(|| "http".to_owned());
+                let authority = request_header(":authority").unwrap_or_default();
+                let path = request_header(":path").unwrap_or_default();
                 let location = redirect.location(&scheme, &authority, &path);
                 self.send_http_response(u32::from(redirect.status), vec![("location", &location)], None);
                 Action::Pause
