@@ -20,7 +20,8 @@ pub const RESOURCE_FAULT: &str = "switchyard.fault";
 pub const RESOURCE_MIRROR: &str = "switchyard.mirror";
 pub const RESOURCE_EGRESS: &str = "switchyard.egress";
 pub const RESOURCE_EGRESS_TLS: &str = "switchyard.egress-tls";
-pub const RESOURCES: [&str; 5] = [RESOURCE_ROUTING, RESOURCE_FAULT, RESOURCE_MIRROR, RESOURCE_EGRESS, RESOURCE_EGRESS_TLS];
+pub const RESOURCES: [&str; 5] =
+    [RESOURCE_ROUTING, RESOURCE_FAULT, RESOURCE_MIRROR, RESOURCE_EGRESS, RESOURCE_EGRESS_TLS];
 
 /// What one workload receives: the plugin configuration JSON of every filter,
 /// keyed by resource name (all five are always present; a filter with nothing

@@ -1,0 +1,733 @@
+//! YAML documents → [`Doc`]s. Every field Switchyard does not apply is named
+//! in a warning; deprecated fields are accepted with a warning; anything
+//! malformed is an error with its line and field path.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use switchyard_policy::egress::OutboundTrafficPolicy;
+use switchyard_policy::routing::{RedirectConfig, RewriteConfig, StickyConfig};
+use switchyard_policy::{grpc_status_from_name, HeaderOpsConfig, HeadersConfig, KeyedList, RetriesConfig, StringMatch};
+
+use super::model::*;
+use super::problem::Findings;
+use super::reader::{join, keyed, At, Field, Obj};
+use super::yaml::{Node, NodeKind};
+
+pub const ISTIO_GROUP: &str = "networking.istio.io";
+pub const ISTIO_VERSIONS: [&str; 3] = ["v1alpha3", "v1beta1", "v1"];
+pub const SWITCHYARD_API_VERSION: &str = "switchyard.dev/v1alpha1";
+/// Namespace of documents without `metadata.namespace`.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The outcome of decoding one YAML document.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Empty, or a kind Switchyard does not use (reported as a warning).
+    Ignored,
+    Valid(Doc),
+    /// Has errors. `key` when the document could at least be identified,
+    /// so its last good version can stay in force.
+    Invalid {
+        key: Option<DocKey>,
+    },
+}
+
+/// Decodes one document; findings go to `f`. `label` receives the
+/// document's display name (`VirtualService default/reviews`) as soon as it
+/// is known, for the problems' `document` column.
+pub fn decode_document(root: &Node, line: usize, file: &Path, f: &mut Findings, label: &mut String) -> Decoded {
+    if root.kind == NodeKind::Null {
+        return Decoded::Ignored;
+    }
+    let at = At::new(root, "");
+    let Some(mut top) = at.object(f) else {
+        return Decoded::Invalid { key: None };
+    };
+    let api_version = top.string("apiVersion", f).unwrap_or_default();
+    let Some(kind_name) = top.string("kind", f) else {
+        f.error(line, "kind", "kind is required");
+        return Decoded::Invalid { key: None };
+    };
+    let Some(kind) = known_kind(&api_version, &kind_name, line, f) else {
+        return if f.has_errors() { Decoded::Invalid { key: None } } else { Decoded::Ignored };
+    };
+    let (name, namespace) = match top.take("metadata") {
+        Some(meta) => metadata(meta, f),
+        None => {
+            f.error(line, "metadata", "metadata.name is required");
+            (None, DEFAULT_NAMESPACE.to_string())
+        }
+    };
+    let Some(name) = name else {
+        *label = kind.as_str().to_string();
+        return Decoded::Invalid { key: None };
+    };
+    let key = DocKey { kind, namespace, name };
+    *label = key.to_string();
+    top.take("status");
+    let spec = top.take("spec");
+    top.finish(f);
+    let empty = Node { line, kind: NodeKind::Null };
+    let spec = spec.unwrap_or_else(|| At::new(&empty, "spec"));
+    let decoded = match kind {
+        Kind::VirtualService => virtual_service(spec, f).map(Spec::VirtualService),
+        Kind::DestinationRule => destination_rule(spec, f).map(Spec::DestinationRule),
+        Kind::Gateway => gateway(spec, f).map(Spec::Gateway),
+        Kind::ServiceEntry => service_entry(spec, f).map(Spec::ServiceEntry),
+        Kind::Sidecar => sidecar(spec, f).map(Spec::Sidecar),
+        Kind::Service => service(spec, f).map(Spec::Service),
+        Kind::TrafficPolicy => traffic_policy(spec, f).map(Spec::TrafficPolicy),
+    };
+    match decoded {
+        Some(spec) if !f.has_errors() => {
+            Decoded::Valid(Doc { key, file: file.to_path_buf(), line, tree: Arc::new(root.clone()), spec })
+        }
+        _ => Decoded::Invalid { key: Some(key) },
+    }
+}
+
+fn known_kind(api_version: &str, kind: &str, line: usize, f: &mut Findings) -> Option<Kind> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let istio = match kind {
+        "VirtualService" => Some(Kind::VirtualService),
+        "DestinationRule" => Some(Kind::DestinationRule),
+        "Gateway" => Some(Kind::Gateway),
+        "ServiceEntry" => Some(Kind::ServiceEntry),
+        "Sidecar" => Some(Kind::Sidecar),
+        _ => None,
+    };
+    match (group, istio) {
+        (ISTIO_GROUP, Some(kind)) => {
+            if ISTIO_VERSIONS.contains(&version) {
+                Some(kind)
+            } else {
+                f.error(
+                    line,
+                    "apiVersion",
+                    format!("unsupported apiVersion {api_version:?} (use {ISTIO_GROUP}/v1, v1beta1 or v1alpha3)"),
+                );
+                None
+            }
+        }
+        ("", _) if kind == "Service" && version == "v1" => Some(Kind::Service),
+        ("switchyard.dev", _) if kind == "TrafficPolicy" => {
+            if api_version == SWITCHYARD_API_VERSION {
+                Some(Kind::TrafficPolicy)
+            } else {
+                f.error(
+                    line,
+                    "apiVersion",
+                    format!("unsupported apiVersion {api_version:?} (use {SWITCHYARD_API_VERSION})"),
+                );
+                None
+            }
+        }
+        _ => {
+            let api = if api_version.is_empty() { String::new() } else { format!(" ({api_version})") };
+            f.warning(line, "", format!("kind {kind}{api} ignored: Switchyard does not use it"));
+            None
+        }
+    }
+}
+
+fn metadata(meta: At<'_>, f: &mut Findings) -> (Option<String>, String) {
+    let Some(mut obj) = meta.object(f) else {
+        return (None, DEFAULT_NAMESPACE.to_string());
+    };
+    let name = match obj.take("name") {
+        Some(at) => at.name(f),
+        None => {
+            f.error(meta.line(), &meta.path, "metadata.name is required");
+            None
+        }
+    };
+    let namespace = obj.take("namespace").and_then(|at| at.name(f)).unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    // Other metadata (labels, annotations, uid, ...) is Kubernetes' business.
+    (name, namespace)
+}
+
+fn hosts_required(obj: &mut Obj<'_>, f: &mut Findings) -> Vec<String> {
+    let line = obj.line();
+    let path = join(&obj.path, "hosts");
+    let hosts = obj.strings("hosts", f);
+    if hosts.is_empty() {
+        f.error(line, &path, "at least one host is required");
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        if host.is_empty() {
+            f.error(line, &format!("{path}[{i}]"), "host must not be empty");
+        }
+    }
+    hosts
+}
+
+fn virtual_service(spec: At<'_>, f: &mut Findings) -> Option<VirtualService> {
+    let mut obj = spec.object(f)?;
+    let hosts = hosts_required(&mut obj, f);
+    let gateways = obj.strings("gateways", f);
+    if gateways.is_empty() || gateways.iter().any(|g| g == "mesh") {
+        if let Some(i) = hosts.iter().position(|h| h == "*") {
+            let path = format!("{}.hosts[{i}]", obj.path);
+            f.error(obj.line(), &path, "host \"*\" is not allowed for the mesh (Istio refuses it): name the hosts");
+        }
+    }
+    let export_to = obj.strings("exportTo", f);
+    let http = match obj.take("http") {
+        Some(at) => http_rules(at, false, f),
+        None => Vec::new(),
+    };
+    obj.unapplied("tcp", "Switchyard applies HTTP routes only; TCP routes stay with Envoy's listeners", f);
+    obj.unapplied("tls", "Switchyard applies HTTP routes only; TLS routes stay with Envoy's listeners", f);
+    obj.finish(f);
+    Some(VirtualService { hosts, gateways, export_to, http })
+}
+
+fn traffic_policy(spec: At<'_>, f: &mut Findings) -> Option<TrafficPolicy> {
+    let mut obj = spec.object(f)?;
+    let selector = match obj.take("workloadSelector") {
+        Some(at) => {
+            let mut sel = at.object(f)?;
+            let labels = sel.take("matchLabels").and_then(|l| l.string_map(f)).unwrap_or_default();
+            sel.finish(f);
+            Some(labels)
+        }
+        None => None,
+    };
+    let hosts = hosts_required(&mut obj, f);
+    let http = match obj.take("http") {
+        Some(at) => http_rules(at, true, f),
+        None => Vec::new(),
+    };
+    if http.is_empty() {
+        f.error(obj.line(), &join(&obj.path, "http"), "at least one http rule is required");
+    }
+    obj.finish(f);
+    Some(TrafficPolicy { selector, hosts, http })
+}
+
+fn http_rules(at: At<'_>, allow_sticky: bool, f: &mut Findings) -> Vec<HttpRule> {
+    let Some(items) = at.list(f) else { return Vec::new() };
+    items.iter().filter_map(|item| http_rule(item, allow_sticky, f)).collect()
+}
+
+fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<HttpRule> {
+    let at = item.at();
+    let mut obj = at.object(f)?;
+    let mut rule = HttpRule { origin: Origin { line: at.line(), path: at.path.to_string() }, ..Default::default() };
+    rule.name = obj.take("name").and_then(|n| n.name(f));
+    if let Some(m) = obj.take("match") {
+        rule.matches = m.list(f)?.iter().filter_map(|b| match_block(b.at(), f)).collect();
+    }
+    if let Some(r) = obj.take("route") {
+        rule.route = r.list(f)?.iter().filter_map(|d| route_destination(d.at(), f)).collect();
+    }
+    rule.redirect = obj.take("redirect").and_then(|r| redirect(r, f));
+    rule.rewrite = obj.take("rewrite").and_then(|r| rewrite(r, f));
+    rule.timeout = obj.string("timeout", f);
+    rule.retries = obj.take("retries").and_then(|r| retries(r, f));
+    rule.headers = obj.take("headers").and_then(|h| headers(h, f));
+    rule.fault = obj.take("fault").and_then(|x| fault(x, f));
+    rule.mirrors = mirrors(&mut obj, f);
+    if allow_sticky {
+        rule.sticky = obj.take("sticky").and_then(|s| sticky(s, f));
+    }
+    for (key, why) in [
+        ("directResponse", "this rule is skipped; requests it would match go on to the next rule"),
+        ("delegate", "this rule is skipped; requests it would match go on to the next rule"),
+    ] {
+        if obj.has(key) {
+            rule.skipped = true;
+            obj.unapplied(key, why, f);
+        }
+    }
+    obj.unapplied("corsPolicy", "CORS stays with Envoy's cors filter", f);
+    if !rule.skipped && rule.route.is_empty() && rule.redirect.is_none() && !obj.has("route") {
+        f.error(at.line(), &at.path, "set route or redirect");
+    }
+    obj.finish(f);
+    Some(rule)
+}
+
+fn match_block(at: At<'_>, f: &mut Findings) -> Option<MatchBlock> {
+    let mut obj = at.object(f)?;
+    let mut block = MatchBlock::default();
+    let r = &mut block.request;
+    r.name = obj.string("name", f);
+    r.uri = obj.take("uri").and_then(|m| string_match(m, f));
+    r.scheme = obj.take("scheme").and_then(|m| string_match(m, f));
+    r.method = obj.take("method").and_then(|m| string_match(m, f));
+    r.authority = obj.take("authority").and_then(|m| string_match(m, f));
+    r.headers = obj.take("headers").map(|m| string_matches(m, f)).unwrap_or_default();
+    r.without_headers = obj.take("withoutHeaders").map(|m| string_matches(m, f)).unwrap_or_default();
+    r.query_params = obj.take("queryParams").map(|m| string_matches(m, f)).unwrap_or_default();
+    r.ignore_uri_case = obj.take("ignoreUriCase").and_then(|b| b.boolean(f)).unwrap_or(false);
+    r.port = obj.take("port").and_then(|p| p.integer::<u16>(f, 1, 65535));
+    block.source_labels = obj.take("sourceLabels").and_then(|l| l.string_map(f)).unwrap_or_default();
+    block.source_namespace = obj.take("sourceNamespace").and_then(|n| n.name(f));
+    block.gateways = obj.strings("gateways", f);
+    obj.unapplied("statPrefix", "Switchyard's stats are named after the rule", f);
+    obj.finish(f);
+    Some(block)
+}
+
+fn string_match(at: At<'_>, f: &mut Findings) -> Option<StringMatch> {
+    let mut obj = at.object(f)?;
+    let m =
+        StringMatch { exact: obj.string("exact", f), prefix: obj.string("prefix", f), regex: obj.string("regex", f) };
+    obj.finish(f);
+    Some(m)
+}
+
+fn string_matches(at: At<'_>, f: &mut Findings) -> KeyedList<StringMatch> {
+    let Some(obj) = at.object(f) else { return KeyedList::default() };
+    let mut out = Vec::new();
+    for entry in obj.entries {
+        let path = keyed(&at.path, &entry.key);
+        if let Some(m) = string_match(At { node: &entry.value, path, line: entry.key_line }, f) {
+            out.push((entry.key.clone(), m));
+        }
+    }
+    KeyedList(out)
+}
+
+fn destination(at: At<'_>, f: &mut Findings) -> Option<DestinationRef> {
+    let mut obj = at.object(f)?;
+    let host = match obj.take("host") {
+        Some(h) => h.name(f),
+        None => {
+            f.error(at.line(), &join(&at.path, "host"), "host is required");
+            None
+        }
+    };
+    let subset = obj.take("subset").and_then(|s| s.name(f));
+    let port = match obj.take("port") {
+        Some(p) => {
+            let mut port = p.object(f)?;
+            let number = port.take("number").and_then(|n| n.integer::<u16>(f, 1, 65535));
+            port.finish(f);
+            number
+        }
+        None => None,
+    };
+    obj.finish(f);
+    Some(DestinationRef { host: host?, subset, port, origin: Origin { line: at.line(), path: at.path.to_string() } })
+}
+
+fn route_destination(at: At<'_>, f: &mut Findings) -> Option<RouteDestination> {
+    let mut obj = at.object(f)?;
+    let destination = match obj.take("destination") {
+        Some(d) => destination(d, f),
+        None => {
+            f.error(at.line(), &join(&at.path, "destination"), "destination is required");
+            None
+        }
+    };
+    let weight = obj.take("weight").and_then(|w| w.integer::<u32>(f, 0, 1_000_000));
+    let headers = obj.take("headers").and_then(|h| headers(h, f));
+    obj.finish(f);
+    Some(RouteDestination { destination: destination?, weight, headers })
+}
+
+fn redirect(at: At<'_>, f: &mut Findings) -> Option<RedirectConfig> {
+    let mut obj = at.object(f)?;
+    let config = RedirectConfig {
+        uri: obj.string("uri", f),
+        authority: obj.string("authority", f),
+        scheme: obj.string("scheme", f),
+        redirect_code: obj.take("redirectCode").and_then(|c| c.integer::<u16>(f, 0, 999)),
+    };
+    obj.unapplied("port", "the redirect keeps the request's port", f);
+    obj.unapplied("derivePort", "the redirect keeps the request's port", f);
+    obj.finish(f);
+    Some(config)
+}
+
+fn rewrite(at: At<'_>, f: &mut Findings) -> Option<RewriteConfig> {
+    let mut obj = at.object(f)?;
+    let config = RewriteConfig { uri: obj.string("uri", f), authority: obj.string("authority", f) };
+    obj.unapplied("uriRegexRewrite", "only uri (prefix) and authority rewrites are supported", f);
+    obj.finish(f);
+    Some(config)
+}
+
+fn retries(at: At<'_>, f: &mut Findings) -> Option<RetriesConfig> {
+    let mut obj = at.object(f)?;
+    let config = RetriesConfig {
+        attempts: obj.take("attempts").and_then(|a| a.integer::<u32>(f, 0, 1000)).unwrap_or(0),
+        per_try_timeout: obj.string("perTryTimeout", f),
+        retry_on: obj.string("retryOn", f),
+    };
+    obj.unapplied("retryRemoteLocalities", "Envoy's retry headers have no form for it", f);
+    obj.unapplied("retryIgnorePreviousHosts", "Envoy's retry headers have no form for it", f);
+    obj.unapplied("backoff", "Envoy's retry headers have no form for it", f);
+    obj.finish(f);
+    Some(config)
+}
+
+fn headers(at: At<'_>, f: &mut Findings) -> Option<HeadersConfig> {
+    let mut obj = at.object(f)?;
+    let config = HeadersConfig {
+        request: obj.take("request").and_then(|o| header_ops(o, f)),
+        response: obj.take("response").and_then(|o| header_ops(o, f)),
+    };
+    obj.finish(f);
+    Some(config)
+}
+
+fn header_ops(at: At<'_>, f: &mut Findings) -> Option<HeaderOpsConfig> {
+    let mut obj = at.object(f)?;
+    let pairs = |key: &str, obj: &mut Obj<'_>, f: &mut Findings| -> KeyedList<String> {
+        let Some(map) = obj.take(key).and_then(|m| m.object(f)) else { return KeyedList::default() };
+        let mut out = Vec::new();
+        for entry in map.entries {
+            let path = keyed(&map.path, &entry.key);
+            if let Some(value) = (At { node: &entry.value, path, line: entry.key_line }).string(f) {
+                out.push((entry.key.clone(), value));
+            }
+        }
+        KeyedList(out)
+    };
+    let set = pairs("set", &mut obj, f);
+    let add = pairs("add", &mut obj, f);
+    let remove = obj.strings("remove", f);
+    obj.finish(f);
+    Some(HeaderOpsConfig { set, add, remove })
+}
+
+fn sticky(at: At<'_>, f: &mut Findings) -> Option<StickyConfig> {
+    let mut obj = at.object(f)?;
+    let header = obj.take("header").and_then(|h| h.name(f));
+    let cookie = obj.take("cookie").and_then(|c| c.name(f));
+    obj.finish(f);
+    match (header, cookie) {
+        (Some(h), None) => Some(StickyConfig::Header(h)),
+        (None, Some(c)) => Some(StickyConfig::Cookie(c)),
+        _ => {
+            f.error(at.line(), &at.path, "set exactly one of header, cookie");
+            None
+        }
+    }
+}
+
+/// `percentage: {value: x}` or the deprecated integer `percent`; Istio's
+/// translation gives 0 % when neither is set, and so do we (with a warning).
+fn fault_percentage(obj: &mut Obj<'_>, what: &str, f: &mut Findings) -> f64 {
+    if let Some(p) = obj.take("percentage") {
+        if obj.take("percent").is_some() {
+            f.warning(p.line(), &p.path, "percentage and the deprecated percent are both set: percentage is used");
+        }
+        return percentage_value(p, f).unwrap_or(0.0);
+    }
+    if let Some(p) = obj.take("percent") {
+        f.warning(p.line(), &p.path, "percent is deprecated: use percentage.value");
+        return p.integer::<u32>(f, 0, 100).map(f64::from).unwrap_or(0.0);
+    }
+    f.warning(
+        obj.line(),
+        &obj.path,
+        format!("no percentage: as in Istio, this {what} applies to 0% of requests (set percentage.value, e.g. 100)"),
+    );
+    0.0
+}
+
+fn percentage_value(at: At<'_>, f: &mut Findings) -> Option<f64> {
+    let mut obj = at.object(f)?;
+    let value = obj.take("value").and_then(|v| v.number(f)).unwrap_or(0.0);
+    obj.finish(f);
+    if !(0.0..=100.0).contains(&value) {
+        f.error(at.line(), &join(&at.path, "value"), format!("percentage {value} is not within 0..100"));
+        return None;
+    }
+    Some(value)
+}
+
+fn fault(at: At<'_>, f: &mut Findings) -> Option<Fault> {
+    let mut obj = at.object(f)?;
+    let delay = match obj.take("delay") {
+        Some(d) => fault_delay(d, f),
+        None => None,
+    };
+    let abort = match obj.take("abort") {
+        Some(a) => fault_abort(a, f),
+        None => None,
+    };
+    obj.finish(f);
+    if delay.is_none() && abort.is_none() {
+        if !f.has_errors() {
+            f.warning(at.line(), &at.path, "fault has neither a delay nor an abort Switchyard applies: ignored");
+        }
+        return None;
+    }
+    Some(Fault { delay, abort })
+}
+
+fn fault_delay(at: At<'_>, f: &mut Findings) -> Option<FaultDelay> {
+    let mut obj = at.object(f)?;
+    let fixed_delay = obj.string("fixedDelay", f);
+    let exponential = obj.has("exponentialDelay");
+    obj.unapplied("exponentialDelay", "only fixedDelay is supported (Istio does not support it either)", f);
+    let percentage = fault_percentage(&mut obj, "delay", f);
+    obj.finish(f);
+    match fixed_delay {
+        Some(fixed_delay) => Some(FaultDelay { fixed_delay, percentage }),
+        None if exponential => None,
+        None => {
+            f.error(at.line(), &join(&at.path, "fixedDelay"), "fixedDelay is required");
+            None
+        }
+    }
+}
+
+fn fault_abort(at: At<'_>, f: &mut Findings) -> Option<FaultAbort> {
+    let mut obj = at.object(f)?;
+    let http = obj.take("httpStatus").and_then(|s| s.integer::<u32>(f, 0, 999));
+    let grpc = match obj.take("grpcStatus") {
+        Some(s) => grpc_status(s, f),
+        None => None,
+    };
+    let http2 = obj.has("http2Error");
+    obj.unapplied("http2Error", "use httpStatus or grpcStatus", f);
+    let percentage = fault_percentage(&mut obj, "abort", f);
+    obj.finish(f);
+    let status = match (http, grpc) {
+        (Some(code), None) => AbortStatus::Http(code),
+        (None, Some(code)) => AbortStatus::Grpc(code),
+        (Some(_), Some(_)) => {
+            f.error(at.line(), &at.path, "set one of httpStatus, grpcStatus (both are set)");
+            return None;
+        }
+        (None, None) => {
+            if !http2 && !f.has_errors() {
+                f.error(at.line(), &at.path, "set httpStatus or grpcStatus");
+            }
+            return None;
+        }
+    };
+    Some(FaultAbort { status, percentage })
+}
+
+fn grpc_status(at: At<'_>, f: &mut Findings) -> Option<u32> {
+    let text = at.string(f)?;
+    if let Ok(code) = text.parse::<u32>() {
+        return Some(code);
+    }
+    match grpc_status_from_name(&text) {
+        Some(code) => Some(code),
+        None => {
+            f.error(at.line(), &at.path, format!("unknown gRPC status {text:?} (use a name like UNAVAILABLE)"));
+            None
+        }
+    }
+}
+
+fn mirrors(obj: &mut Obj<'_>, f: &mut Findings) -> Vec<Mirror> {
+    let mut out = Vec::new();
+    let single = obj.take("mirror").and_then(|m| destination(m, f));
+    let percentage = match (obj.take("mirrorPercentage"), obj.take("mirrorPercent")) {
+        (Some(p), deprecated) => {
+            if let Some(d) = deprecated {
+                f.warning(d.line(), &d.path, "mirrorPercent is deprecated and ignored: mirrorPercentage is set");
+            }
+            percentage_value(p, f)
+        }
+        (None, Some(p)) => {
+            f.warning(p.line(), &p.path, "mirrorPercent is deprecated: use mirrorPercentage.value");
+            p.integer::<u32>(f, 0, 100).map(f64::from)
+        }
+        (None, None) => None,
+    };
+    if let Some(destination) = single {
+        out.push(Mirror { destination, percentage });
+    } else if percentage.is_some() {
+        f.warning(obj.line(), &obj.path, "mirrorPercentage without mirror is ignored");
+    }
+    if let Some(list) = obj.take("mirrors") {
+        if !out.is_empty() {
+            f.error(list.line(), &list.path, "set mirror or mirrors, not both");
+            return out;
+        }
+        for item in list.list(f).unwrap_or_default() {
+            let Some(mut m) = item.at().object(f) else { continue };
+            let destination = match m.take("destination") {
+                Some(d) => destination(d, f),
+                None => {
+                    f.error(item.line(), &join(&item.path, "destination"), "destination is required");
+                    None
+                }
+            };
+            let percentage = m.take("percentage").and_then(|p| percentage_value(p, f));
+            m.finish(f);
+            if let Some(destination) = destination {
+                out.push(Mirror { destination, percentage });
+            }
+        }
+    }
+    out
+}
+
+fn destination_rule(spec: At<'_>, f: &mut Findings) -> Option<DestinationRule> {
+    let mut obj = spec.object(f)?;
+    let host = match obj.take("host") {
+        Some(h) => h.name(f),
+        None => {
+            f.error(spec.line(), &join(&spec.path, "host"), "host is required");
+            None
+        }
+    };
+    let mut subsets = Vec::new();
+    if let Some(list) = obj.take("subsets") {
+        for item in list.list(f).unwrap_or_default() {
+            let Some(mut s) = item.at().object(f) else { continue };
+            match s.take("name").and_then(|n| n.name(f)) {
+                Some(name) if subsets.contains(&name) => {
+                    f.error(item.line(), &join(&item.path, "name"), format!("subset {name:?} is defined twice"))
+                }
+                Some(name) => subsets.push(name),
+                None if !s.has("name") => f.error(item.line(), &join(&item.path, "name"), "name is required"),
+                None => {}
+            }
+            // Labels pick endpoints: Envoy's clusters (istiod) do that.
+            s.take("labels");
+            traffic_policy_warning(&mut s, f);
+            s.finish(f);
+        }
+    }
+    traffic_policy_warning(&mut obj, f);
+    let export_to = obj.strings("exportTo", f);
+    obj.unapplied("workloadSelector", "subsets apply to every workload that sees the host", f);
+    obj.finish(f);
+    Some(DestinationRule { host: host?, subsets, export_to })
+}
+
+fn traffic_policy_warning(obj: &mut Obj<'_>, f: &mut Findings) {
+    if let Some(tp) = obj.take("trafficPolicy") {
+        deprecated_consecutive_errors(tp.node, &tp.path, f);
+        f.warning(tp.line(), &tp.path, "trafficPolicy is not applied: it stays with Envoy's clusters (istiod)");
+    }
+}
+
+/// `outlierDetection.consecutiveErrors` anywhere under a trafficPolicy.
+fn deprecated_consecutive_errors(node: &Node, path: &str, f: &mut Findings) {
+    let NodeKind::Map(entries) = &node.kind else { return };
+    for entry in entries {
+        let child = join(path, &entry.key);
+        if entry.key == "consecutiveErrors" {
+            f.warning(entry.key_line, &child, "consecutiveErrors is deprecated: use consecutive5xxErrors");
+        } else if matches!(entry.value.kind, NodeKind::Map(_)) {
+            deprecated_consecutive_errors(&entry.value, &child, f);
+        } else if let NodeKind::Seq(items) = &entry.value.kind {
+            for (i, item) in items.iter().enumerate() {
+                deprecated_consecutive_errors(item, &format!("{child}[{i}]"), f);
+            }
+        }
+    }
+}
+
+fn gateway(spec: At<'_>, f: &mut Findings) -> Option<Gateway> {
+    let mut obj = spec.object(f)?;
+    let selector = obj.take("selector").and_then(|s| s.string_map(f)).unwrap_or_default();
+    let mut hosts = Vec::new();
+    if let Some(list) = obj.take("servers") {
+        for item in list.list(f).unwrap_or_default() {
+            let Some(mut server) = item.at().object(f) else { continue };
+            hosts.extend(server.strings("hosts", f));
+            // Listener settings: Envoy's (istiod's) business, not ours.
+            for key in ["port", "tls", "name", "bind", "defaultEndpoint"] {
+                server.take(key);
+            }
+            server.finish(f);
+        }
+    }
+    obj.finish(f);
+    Some(Gateway { selector, hosts })
+}
+
+fn ports(at: At<'_>, number_key: &str, protocol_key: &str, f: &mut Findings) -> Vec<Port> {
+    let mut out = Vec::new();
+    for item in at.list(f).unwrap_or_default() {
+        let Some(mut p) = item.at().object(f) else { continue };
+        let number = match p.take(number_key) {
+            Some(n) => n.integer::<u16>(f, 1, 65535),
+            None => {
+                f.error(item.line(), &join(&item.path, number_key), format!("{number_key} is required"));
+                None
+            }
+        };
+        let name = p.string("name", f).unwrap_or_default();
+        let protocol = p.string(protocol_key, f).unwrap_or_default();
+        if let Some(number) = number {
+            out.push(Port { number, name, protocol });
+        }
+    }
+    out
+}
+
+fn service_entry(spec: At<'_>, f: &mut Findings) -> Option<ServiceEntry> {
+    let mut obj = spec.object(f)?;
+    let hosts = hosts_required(&mut obj, f);
+    let ports = obj.take("ports").map(|p| ports(p, "number", "protocol", f)).unwrap_or_default();
+    let export_to = obj.strings("exportTo", f);
+    // How istiod builds the clusters; the egress policy needs only hosts and ports.
+    for key in ["location", "resolution", "addresses", "endpoints", "subjectAltNames", "workloadSelector"] {
+        obj.take(key);
+    }
+    obj.finish(f);
+    Some(ServiceEntry { hosts, ports, export_to })
+}
+
+fn sidecar(spec: At<'_>, f: &mut Findings) -> Option<Sidecar> {
+    let mut obj = spec.object(f)?;
+    let selector = match obj.take("workloadSelector") {
+        Some(at) => {
+            let mut sel = at.object(f)?;
+            let labels = sel.take("labels").and_then(|l| l.string_map(f)).unwrap_or_default();
+            sel.finish(f);
+            Some(labels)
+        }
+        None => None,
+    };
+    let outbound_traffic_policy = match obj.take("outboundTrafficPolicy") {
+        Some(at) => {
+            let mut otp = at.object(f)?;
+            let mode = match otp.take("mode") {
+                Some(m) => match m.string(f).as_deref() {
+                    Some("REGISTRY_ONLY") => Some(OutboundTrafficPolicy::RegistryOnly),
+                    Some("ALLOW_ANY") => Some(OutboundTrafficPolicy::AllowAny),
+                    Some(other) => {
+                        f.error(m.line(), &m.path, format!("mode {other:?} is not REGISTRY_ONLY or ALLOW_ANY"));
+                        None
+                    }
+                    None => None,
+                },
+                None => Some(OutboundTrafficPolicy::AllowAny),
+            };
+            otp.unapplied("egressProxy", "unknown hosts are denied or allowed, never proxied", f);
+            otp.finish(f);
+            mode
+        }
+        None => None,
+    };
+    let mut egress_hosts = Vec::new();
+    if let Some(list) = obj.take("egress") {
+        for item in list.list(f).unwrap_or_default() {
+            let Some(mut e) = item.at().object(f) else { continue };
+            egress_hosts.extend(e.strings("hosts", f));
+            for key in ["port", "bind", "captureMode"] {
+                e.take(key);
+            }
+            e.finish(f);
+        }
+    }
+    obj.unapplied("ingress", "inbound listeners stay with Istio", f);
+    obj.unapplied("inboundConnectionPool", "inbound listeners stay with Istio", f);
+    obj.finish(f);
+    Some(Sidecar { selector, outbound_traffic_policy, egress_hosts })
+}
+
+fn service(spec: At<'_>, f: &mut Findings) -> Option<Service> {
+    let mut obj = spec.object(f)?;
+    let ports = obj.take("ports").map(|p| ports(p, "port", "appProtocol", f)).unwrap_or_default();
+    // The rest of a Kubernetes Service (selector, type, clusterIP, ...) is not ours.
+    Some(Service { ports })
+}

@@ -1,0 +1,494 @@
+//! The `ExtensionConfigDiscoveryService`: state of the world, delta and fetch.
+//!
+//! Each stream runs in its own task: it reads the proxy's requests (the first
+//! carries the `Node`, which picks the workload), answers ACKs and NACKs
+//! through a [`StreamState`], and pushes when the published config
+//! generation changes and the workload's resources change with it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryService;
+use envoy_types::pb::google::protobuf::{value, Struct};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::cache::{Cache, Generation, Render, Snapshot};
+use super::log;
+use super::registry::{Metrics, ProxyIdentity, Registry};
+use super::resources::{content_version, to_any, Built, TYPED_EXTENSION_CONFIG};
+use super::state::{Answer, StreamState};
+use crate::workload::RESOURCES;
+
+/// Everything the streams, the watcher and the admin endpoint share.
+pub struct Shared<R> {
+    pub cache: Cache<R>,
+    pub generation: watch::Receiver<Generation>,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    /// Becomes true when the server shuts down: streams end.
+    pub shutdown: watch::Receiver<bool>,
+    streams: Arc<Semaphore>,
+}
+
+impl<R: Render> Shared<R> {
+    pub fn new(
+        cache: Cache<R>,
+        generation: watch::Receiver<Generation>,
+        shutdown: watch::Receiver<bool>,
+        max_streams: usize,
+    ) -> Self {
+        Shared {
+            cache,
+            generation,
+            registry: Registry::default(),
+            metrics: Metrics::default(),
+            shutdown,
+            streams: Arc::new(Semaphore::new(max_streams)),
+        }
+    }
+}
+
+pub struct Ecds<R> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R> Ecds<R> {
+    pub fn new(shared: Arc<Shared<R>>) -> Self {
+        Ecds { shared }
+    }
+}
+
+type ResponseStream<T> = ReceiverStream<Result<T, Status>>;
+
+/// Responses queued per stream before the stream task waits for the proxy.
+const STREAM_BUFFER: usize = 4;
+
+#[tonic::async_trait]
+impl<R: Render> ExtensionConfigDiscoveryService for Ecds<R> {
+    type StreamExtensionConfigsStream = ResponseStream<DiscoveryResponse>;
+    type DeltaExtensionConfigsStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_extension_configs(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamExtensionConfigsStream>, Status> {
+        let permit = self.permit()?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(run_sotw(self.shared.clone(), request.into_inner(), tx, permit));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_extension_configs(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaExtensionConfigsStream>, Status> {
+        let permit = self.permit()?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(run_delta(self.shared.clone(), request.into_inner(), tx, permit));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn fetch_extension_configs(
+        &self,
+        request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let request = request.into_inner();
+        check_type(&request.type_url)?;
+        let node = request.node.as_ref().ok_or_else(|| Status::invalid_argument("fetch without a node"))?;
+        let identity = identity(node);
+        let generation = self.shared.generation.borrow().id;
+        let snapshot = self.shared.cache.get(&identity.workload(), generation);
+        let names = requested_names(request.resource_names);
+        let resources: Vec<Arc<Built>> = names.iter().filter_map(|n| snapshot.resources.get(n).cloned()).collect();
+        if resources.is_empty() {
+            return Err(Status::not_found(format!("no resources for {names:?}")));
+        }
+        Ok(Response::new(sotw_response(&resources, String::new())))
+    }
+}
+
+impl<R> Ecds<R> {
+    fn permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.shared.streams.clone().try_acquire_owned().map_err(|_| {
+            self.shared.metrics.streams_refused.fetch_add(1, Ordering::Relaxed);
+            Status::resource_exhausted("xds-ext: too many streams")
+        })
+    }
+}
+
+/// One stream's proxy, once its first request named it.
+struct Session<R: Render> {
+    shared: Arc<Shared<R>>,
+    id: u64,
+    identity: ProxyIdentity,
+    state: StreamState,
+    snapshot: Snapshot,
+}
+
+impl<R: Render> Session<R> {
+    fn open(shared: Arc<Shared<R>>, node: Option<&Node>, protocol: &'static str) -> Result<Self, Status> {
+        let node = node.ok_or_else(|| Status::invalid_argument("the first request of a stream must carry the node"))?;
+        let identity = identity(node);
+        let id = shared.registry.connect(identity.clone(), protocol);
+        log(format_args!("proxy connected ({protocol}): {}", describe(&identity)));
+        let generation = shared.generation.borrow().id;
+        let snapshot = shared.cache.get(&identity.workload(), generation);
+        let mut state = StreamState::new();
+        for (resource, nack) in shared.registry.rejections(&identity.node_id) {
+            state.rejected_before(&resource, nack);
+        }
+        Ok(Session { shared, id, identity, state, snapshot })
+    }
+
+    /// Re-reads the workload's resources at `generation`.
+    fn refresh(&mut self, generation: u64) {
+        self.snapshot = self.shared.cache.get(&self.identity.workload(), generation);
+    }
+
+    fn resources(&self) -> &BTreeMap<String, Arc<Built>> {
+        &self.snapshot.resources
+    }
+
+    /// Applies the proxy's answer to response `nonce`.
+    fn answer(&mut self, nonce: &str, error: Option<&str>) {
+        match self.state.answer(nonce, error) {
+            Answer::Acked(_) => {
+                self.shared.metrics.acks.fetch_add(1, Ordering::Relaxed);
+            }
+            Answer::Nacked(names) => {
+                self.shared.metrics.nacks.fetch_add(1, Ordering::Relaxed);
+                for name in &names {
+                    if let Some(nack) = self.state.view(name, None).nack {
+                        self.shared.registry.remember_rejection(&self.identity.node_id, name, nack);
+                    }
+                }
+                log(format_args!(
+                    "NACK from {} for {}: {}",
+                    describe(&self.identity),
+                    names.join(", "),
+                    error.unwrap_or_default()
+                ));
+            }
+            Answer::UnknownNonce => {}
+        }
+    }
+
+    /// Publishes this stream's state to the registry.
+    fn publish(&self) {
+        let views = self
+            .state
+            .subscribed()
+            .map(|name| {
+                let desired = self.resources().get(name).map(|b| b.version.as_str());
+                (name.to_owned(), self.state.view(name, desired))
+            })
+            .collect();
+        self.shared.registry.update(self.id, self.snapshot.error.clone(), views);
+    }
+
+    fn sent(&self, resources: usize, generation_at: Option<Instant>) {
+        let metrics = &self.shared.metrics;
+        metrics.pushes.fetch_add(1, Ordering::Relaxed);
+        metrics.resources_sent.fetch_add(resources as u64, Ordering::Relaxed);
+        if let Some(at) = generation_at {
+            metrics.observe_push(at.elapsed());
+        }
+    }
+}
+
+impl<R: Render> Drop for Session<R> {
+    fn drop(&mut self) {
+        if let Some((workload, last)) = self.shared.registry.disconnect(self.id) {
+            if last {
+                self.shared.cache.forget(&workload);
+            }
+        }
+        log(format_args!("proxy disconnected: {}", describe(&self.identity)));
+    }
+}
+
+/// What woke a stream task.
+enum Event<T> {
+    Request(T),
+    Generation(Generation),
+    End,
+}
+
+async fn next_event<T, R: Render>(
+    inbound: &mut Streaming<T>,
+    generation: &mut watch::Receiver<Generation>,
+    shutdown: &mut watch::Receiver<bool>,
+    session: &Option<Session<R>>,
+) -> Event<T> {
+    tokio::select! {
+        message = inbound.message() => match message {
+            Ok(Some(request)) => Event::Request(request),
+            Ok(None) => Event::End,
+            Err(status) => {
+                if let Some(s) = session {
+                    log(format_args!("stream of {} failed: {}", describe(&s.identity), status.message()));
+                }
+                Event::End
+            }
+        },
+        changed = generation.changed(), if session.is_some() => match changed {
+            Ok(()) => Event::Generation(*generation.borrow_and_update()),
+            Err(_) => Event::End,
+        },
+        _ = shutdown.wait_for(|stop| *stop) => Event::End,
+    }
+}
+
+async fn run_sotw<R: Render>(
+    shared: Arc<Shared<R>>,
+    mut inbound: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let mut generation = shared.generation.clone();
+    let mut shutdown = shared.shutdown.clone();
+    let mut session: Option<Session<R>> = None;
+    loop {
+        let mut generation_at = None;
+        match next_event(&mut inbound, &mut generation, &mut shutdown, &session).await {
+            Event::End => break,
+            Event::Generation(g) => {
+                if let Some(s) = session.as_mut() {
+                    s.refresh(g.id);
+                }
+                generation_at = Some(g.at);
+            }
+            Event::Request(request) => {
+                if let Err(status) = check_type(&request.type_url) {
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+                let s = match session.as_mut() {
+                    Some(s) => s,
+                    None => {
+                        generation.borrow_and_update();
+                        match Session::open(shared.clone(), request.node.as_ref(), "sotw") {
+                            Ok(s) => session.insert(s),
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                break;
+                            }
+                        }
+                    }
+                };
+                if !sotw_request(s, request) {
+                    continue;
+                }
+            }
+        }
+        let Some(s) = session.as_mut() else { continue };
+        if !s.state.changed(s.resources()).is_empty() {
+            let full = s.state.full_state(s.resources());
+            let nonce = s.state.record_sent(full.clone());
+            s.sent(full.len(), generation_at);
+            if tx.send(Ok(sotw_response(&full, nonce))).await.is_err() {
+                break;
+            }
+        }
+        s.publish();
+    }
+}
+
+/// Applies a state-of-the-world request; false if it was stale and ignored.
+fn sotw_request<R: Render>(s: &mut Session<R>, request: DiscoveryRequest) -> bool {
+    let nonce = request.response_nonce;
+    if !nonce.is_empty() {
+        // A request answering an older response is stale: the proxy will
+        // answer the latest one too (xDS protocol, "ACK and NACK semantics").
+        if s.state.latest_nonce() != Some(nonce.as_str()) {
+            return false;
+        }
+        s.answer(&nonce, request.error_detail.as_ref().map(|e| e.message.as_str()));
+    }
+    s.state.set_subscription(requested_names(request.resource_names));
+    if nonce.is_empty() && !request.version_info.is_empty() {
+        // A proxy reconnecting with the config xds-ext would send anyway.
+        let full = s.state.full_state(s.resources());
+        if !full.is_empty() && sotw_version(&full) == request.version_info {
+            for built in &full {
+                s.state.proxy_has(built);
+            }
+        }
+    }
+    true
+}
+
+async fn run_delta<R: Render>(
+    shared: Arc<Shared<R>>,
+    mut inbound: Streaming<DeltaDiscoveryRequest>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let mut generation = shared.generation.clone();
+    let mut shutdown = shared.shutdown.clone();
+    let mut session: Option<Session<R>> = None;
+    loop {
+        let mut generation_at = None;
+        match next_event(&mut inbound, &mut generation, &mut shutdown, &session).await {
+            Event::End => break,
+            Event::Generation(g) => {
+                if let Some(s) = session.as_mut() {
+                    s.refresh(g.id);
+                }
+                generation_at = Some(g.at);
+            }
+            Event::Request(request) => {
+                if let Err(status) = check_type(&request.type_url) {
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+                let s = match session.as_mut() {
+                    Some(s) => s,
+                    None => {
+                        generation.borrow_and_update();
+                        match Session::open(shared.clone(), request.node.as_ref(), "delta") {
+                            Ok(s) => session.insert(s),
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                break;
+                            }
+                        }
+                    }
+                };
+                delta_request(s, request);
+            }
+        }
+        let Some(s) = session.as_mut() else { continue };
+        let changed = s.state.changed(s.resources());
+        if !changed.is_empty() {
+            let nonce = s.state.record_sent(changed.clone());
+            s.sent(changed.len(), generation_at);
+            if tx.send(Ok(delta_response(&changed, nonce))).await.is_err() {
+                break;
+            }
+        }
+        s.publish();
+    }
+}
+
+fn delta_request<R: Render>(s: &mut Session<R>, request: DeltaDiscoveryRequest) {
+    let first = s.state.subscribed().next().is_none() && request.response_nonce.is_empty();
+    if !request.response_nonce.is_empty() {
+        s.answer(&request.response_nonce, request.error_detail.as_ref().map(|e| e.message.as_str()));
+    }
+    let subscribe = if first && request.resource_names_subscribe.is_empty() {
+        requested_names(Vec::new())
+    } else {
+        request.resource_names_subscribe
+    };
+    s.state.change_subscription(&subscribe, &request.resource_names_unsubscribe);
+    for (name, version) in &request.initial_resource_versions {
+        if let Some(built) = s.resources().get(name).filter(|b| &b.version == version).cloned() {
+            s.state.proxy_has(&built);
+        }
+    }
+}
+
+/// The requested names; none means all of them (a wildcard subscription).
+fn requested_names(names: Vec<String>) -> Vec<String> {
+    if names.is_empty() {
+        RESOURCES.iter().map(|r| r.to_string()).collect()
+    } else {
+        names
+    }
+}
+
+fn check_type(type_url: &str) -> Result<(), Status> {
+    if type_url.is_empty() || type_url == TYPED_EXTENSION_CONFIG {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!("xds-ext serves only {TYPED_EXTENSION_CONFIG}, not {type_url}")))
+    }
+}
+
+/// A state-of-the-world response's `version_info`: the resource's version
+/// when it holds one (the usual ECDS stream), else a hash of all of them.
+fn sotw_version(resources: &[Arc<Built>]) -> String {
+    match resources {
+        [one] => one.version.clone(),
+        many => {
+            let joined: String = many.iter().map(|b| format!("{}={}\n", b.name, b.version)).collect();
+            content_version(joined.as_bytes())
+        }
+    }
+}
+
+fn control_plane() -> Option<ControlPlane> {
+    Some(ControlPlane { identifier: format!("xds-ext/{}", env!("CARGO_PKG_VERSION")) })
+}
+
+fn sotw_response(resources: &[Arc<Built>], nonce: String) -> DiscoveryResponse {
+    DiscoveryResponse {
+        version_info: sotw_version(resources),
+        resources: resources.iter().map(|b| to_any(&b.config)).collect(),
+        type_url: TYPED_EXTENSION_CONFIG.to_owned(),
+        nonce,
+        control_plane: control_plane(),
+        ..Default::default()
+    }
+}
+
+fn delta_response(resources: &[Arc<Built>], nonce: String) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        system_version_info: sotw_version(resources),
+        resources: resources
+            .iter()
+            .map(|b| Resource {
+                name: b.name.clone(),
+                version: b.version.clone(),
+                resource: Some(to_any(&b.config)),
+                ..Default::default()
+            })
+            .collect(),
+        type_url: TYPED_EXTENSION_CONFIG.to_owned(),
+        nonce,
+        control_plane: control_plane(),
+        ..Default::default()
+    }
+}
+
+/// A proxy's identity from its `Node`: Istio's `NAMESPACE` (default
+/// `default`), `LABELS` (string values) and `WORKLOAD_NAME` metadata.
+pub fn identity(node: &Node) -> ProxyIdentity {
+    let metadata = node.metadata.as_ref();
+    let text = |key: &str| match metadata.and_then(|m| m.fields.get(key)).and_then(|v| v.kind.as_ref()) {
+        Some(value::Kind::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let labels = match metadata.and_then(|m| m.fields.get("LABELS")).and_then(|v| v.kind.as_ref()) {
+        Some(value::Kind::StructValue(Struct { fields })) => fields
+            .iter()
+            .filter_map(|(k, v)| match &v.kind {
+                Some(value::Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+                _ => None,
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    ProxyIdentity {
+        node_id: node.id.clone(),
+        cluster: node.cluster.clone(),
+        workload_name: text("WORKLOAD_NAME").unwrap_or_default(),
+        namespace: text("NAMESPACE").filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_owned()),
+        labels,
+    }
+}
+
+/// `node-id (namespace/labels)` for log lines.
+pub fn describe(identity: &ProxyIdentity) -> String {
+    let labels: Vec<String> = identity.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{} ({} {})", identity.node_id, identity.namespace, labels.join(","))
+}

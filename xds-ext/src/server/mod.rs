@@ -1,0 +1,27 @@
+//! The ECDS server: per-workload resources pushed to Envoy over
+//! `ExtensionConfigDiscoveryService`, with per-proxy ACK/NACK tracking, a
+//! watched config directory, and an admin HTTP endpoint.
+//!
+//! - [`resources`]: filter JSON → `TypedExtensionConfig` (Wasm filter), content-versioned;
+//! - [`state`]: one stream's sent/acked/NACKed bookkeeping (never re-sends a NACKed version);
+//! - [`cache`]: renders per distinct workload and config generation, behind the [`cache::Render`] trait;
+//! - [`ecds`]: the gRPC service (state of the world, delta, fetch);
+//! - [`watch`]: polls and debounces the config directory, publishes generations;
+//! - [`registry`]: connected proxies and metrics; [`admin`]: their HTTP views;
+//! - [`live`]: the config side ([`crate::config::ConfigStore`]) behind those traits;
+//! - [`cli`]: `serve` and `status`.
+
+pub mod admin;
+pub mod cache;
+pub mod cli;
+pub mod ecds;
+pub mod live;
+pub mod registry;
+pub mod resources;
+pub mod state;
+pub mod watch;
+
+/// One log line on stderr.
+pub(crate) fn log(args: std::fmt::Arguments<'_>) {
+    eprintln!("xds-ext: {args}");
+}

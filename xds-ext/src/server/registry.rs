@@ -1,0 +1,313 @@
+//! Connected proxies and what each runs (the `/debug/proxies` and `status`
+//! view), and the server's counters (the `/metrics` view).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{Nack, ResourceView, SyncStatus};
+use crate::workload::Workload;
+
+/// Who a proxy is, from its xDS `Node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyIdentity {
+    pub node_id: String,
+    pub cluster: String,
+    pub workload_name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ProxyIdentity {
+    pub fn workload(&self) -> Workload {
+        Workload { namespace: self.namespace.clone(), labels: self.labels.clone() }
+    }
+}
+
+/// One stream, as `/debug/proxies` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyView {
+    #[serde(flatten)]
+    pub identity: ProxyIdentity,
+    /// `sotw` or `delta`.
+    pub protocol: &'static str,
+    /// Seconds since the Unix epoch.
+    pub connected_at: u64,
+    /// Why this workload's latest render failed (it keeps its last good config).
+    pub render_error: Option<String>,
+    pub resources: BTreeMap<String, ResourceView>,
+}
+
+/// At most this many (node, resource) rejections are remembered; past it
+/// the memory starts afresh (a proxy then may get a rejected version again).
+const MAX_REMEMBERED_REJECTIONS: usize = 100_000;
+
+#[derive(Default)]
+pub struct Registry {
+    next_id: AtomicU64,
+    proxies: Mutex<BTreeMap<u64, ProxyView>>,
+    /// (node id, resource) → the NACKs of that proxy, across its streams.
+    rejections: Mutex<HashMap<(String, String), Vec<Nack>>>,
+}
+
+impl Registry {
+    /// Registers a stream; the returned id updates and removes it.
+    pub fn connect(&self, identity: ProxyIdentity, protocol: &'static str) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let connected_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let view = ProxyView { identity, protocol, connected_at, render_error: None, resources: BTreeMap::new() };
+        self.lock().insert(id, view);
+        id
+    }
+
+    pub fn update(&self, id: u64, render_error: Option<String>, resources: BTreeMap<String, ResourceView>) {
+        if let Some(view) = self.lock().get_mut(&id) {
+            view.render_error = render_error;
+            view.resources = resources;
+        }
+    }
+
+    /// Removes a stream; true if no other stream of the same workload remains.
+    pub fn disconnect(&self, id: u64) -> Option<(Workload, bool)> {
+        let mut proxies = self.lock();
+        let view = proxies.remove(&id)?;
+        let workload = view.identity.workload();
+        let last = !proxies.values().any(|p| p.identity.workload() == workload);
+        Some((workload, last))
+    }
+
+    /// Remembers that proxy `node_id` rejected a version of `resource`.
+    pub fn remember_rejection(&self, node_id: &str, resource: &str, nack: Nack) {
+        let mut rejections = self.rejections.lock().unwrap_or_else(PoisonError::into_inner);
+        if rejections.len() >= MAX_REMEMBERED_REJECTIONS {
+            rejections.clear();
+        }
+        let list = rejections.entry((node_id.to_owned(), resource.to_owned())).or_default();
+        list.retain(|n| n.version != nack.version);
+        list.push(nack);
+    }
+
+    /// Every rejection proxy `node_id` made, oldest first per resource.
+    pub fn rejections(&self, node_id: &str) -> Vec<(String, Nack)> {
+        let rejections = self.rejections.lock().unwrap_or_else(PoisonError::into_inner);
+        rejections
+            .iter()
+            .filter(|((node, _), _)| node == node_id)
+            .flat_map(|((_, resource), nacks)| nacks.iter().map(|n| (resource.clone(), n.clone())))
+            .collect()
+    }
+
+    pub fn proxies(&self) -> Vec<ProxyView> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyView>> {
+        self.proxies.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Upper bounds (seconds) of the push latency histogram.
+const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// One problem of the loaded config, as metrics label it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProblemView {
+    pub file: String,
+    pub line: usize,
+    pub document: String,
+    pub field: String,
+    pub message: String,
+    /// `error` or `warning`.
+    pub severity: &'static str,
+    /// The whole line, `FILE:LINE: Kind/name: field.path: message`.
+    pub text: String,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub pushes: AtomicU64,
+    pub resources_sent: AtomicU64,
+    pub acks: AtomicU64,
+    pub nacks: AtomicU64,
+    pub streams_refused: AtomicU64,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    pub ready: AtomicBool,
+    latency: Mutex<Histogram>,
+    problems: Mutex<Vec<ProblemView>>,
+}
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// At most this many problems become labelled metric series.
+const MAX_PROBLEM_SERIES: usize = 100;
+
+impl Metrics {
+    /// A push reached the stream `latency` after its config was published.
+    pub fn observe_push(&self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        let mut h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        for (count, bound) in h.counts.iter_mut().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    pub fn set_problems(&self, problems: Vec<ProblemView>) {
+        *self.problems.lock().unwrap_or_else(PoisonError::into_inner) = problems;
+    }
+
+    pub fn problems(&self) -> Vec<ProblemView> {
+        self.problems.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, registry: &Registry) -> String {
+        let mut out = String::new();
+        let proxies = registry.proxies();
+        gauge(&mut out, "xds_ext_connected_proxies", "ECDS streams open now.", proxies.len() as u64);
+
+        let mut by_status: BTreeMap<&str, u64> =
+            [SyncStatus::Synced, SyncStatus::Stale, SyncStatus::NotSent, SyncStatus::Nacked]
+                .iter()
+                .map(|s| (s.as_str(), 0))
+                .collect();
+        for view in proxies.iter().flat_map(|p| p.resources.values()) {
+            *by_status.entry(view.status.as_str()).or_default() += 1;
+        }
+        header(&mut out, "xds_ext_proxy_resources", "gauge", "Subscribed resources on open streams, by sync status.");
+        for (status, n) in by_status {
+            let _ = writeln!(out, "xds_ext_proxy_resources{{status=\"{status}\"}} {n}");
+        }
+
+        counter(&mut out, "xds_ext_pushes_total", "DiscoveryResponses sent.", &self.pushes);
+        counter(
+            &mut out,
+            "xds_ext_resources_sent_total",
+            "Resources sent in DiscoveryResponses.",
+            &self.resources_sent,
+        );
+        counter(&mut out, "xds_ext_acks_total", "Responses proxies accepted.", &self.acks);
+        counter(&mut out, "xds_ext_nacks_total", "Responses proxies rejected.", &self.nacks);
+        counter(&mut out, "xds_ext_streams_refused_total", "Streams refused over the limit.", &self.streams_refused);
+        counter(&mut out, "xds_ext_config_reloads_total", "Loads of the config directory.", &self.reloads);
+        counter(
+            &mut out,
+            "xds_ext_config_reload_errors_total",
+            "Loads of the config directory that found errors.",
+            &self.reload_failures,
+        );
+
+        {
+            let h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+            header(
+                &mut out,
+                "xds_ext_push_duration_seconds",
+                "histogram",
+                "From a config change being published to its response being sent on a stream.",
+            );
+            for (count, bound) in h.counts.iter().zip(LATENCY_BUCKETS) {
+                let _ = writeln!(out, "xds_ext_push_duration_seconds_bucket{{le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(out, "xds_ext_push_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "xds_ext_push_duration_seconds_sum {}", h.sum);
+            let _ = writeln!(out, "xds_ext_push_duration_seconds_count {}", h.count);
+        }
+
+        let problems = self.problems();
+        let errors = problems.iter().filter(|p| p.severity == "error").count() as u64;
+        gauge(&mut out, "xds_ext_config_errors", "Errors in the config directory now.", errors);
+        gauge(
+            &mut out,
+            "xds_ext_config_warnings",
+            "Warnings in the config directory now.",
+            problems.len() as u64 - errors,
+        );
+        header(&mut out, "xds_ext_config_problem", "gauge", "One series per config problem (first 100), naming it.");
+        for p in problems.iter().take(MAX_PROBLEM_SERIES) {
+            let _ = writeln!(
+                out,
+                "xds_ext_config_problem{{severity=\"{}\",file=\"{}\",line=\"{}\",document=\"{}\",field=\"{}\",message=\"{}\"}} 1",
+                p.severity,
+                escape(&p.file),
+                p.line,
+                escape(&p.document),
+                escape(&p.field),
+                escape(&p.message)
+            );
+        }
+        gauge(
+            &mut out,
+            "xds_ext_ready",
+            "1 once the config directory was loaded.",
+            u64::from(self.ready.load(Ordering::Relaxed)),
+        );
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_become_labelled_series_and_error_counts() {
+        let metrics = Metrics::default();
+        metrics.set_problems(vec![ProblemView {
+            file: "vs.yaml".into(),
+            line: 3,
+            document: "VirtualService/reviews".into(),
+            field: "spec.http[0].timeout".into(),
+            message: "bad \"duration\"".into(),
+            severity: "error",
+            text: String::new(),
+        }]);
+        metrics.observe_push(Duration::from_millis(30));
+        let text = metrics.render(&Registry::default());
+        assert!(text.contains("xds_ext_config_errors 1\n"), "{text}");
+        assert!(text.contains("xds_ext_config_warnings 0\n"), "{text}");
+        assert!(text.contains(r#"field="spec.http[0].timeout",message="bad \"duration\""} 1"#), "{text}");
+        assert!(text.contains("xds_ext_push_duration_seconds_bucket{le=\"0.05\"} 1\n"), "{text}");
+        assert!(text.contains("xds_ext_push_duration_seconds_bucket{le=\"0.025\"} 0\n"), "{text}");
+    }
+}

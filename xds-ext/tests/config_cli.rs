@@ -1,0 +1,190 @@
+//! The `validate`, `render`, `explain` and `validate-filter-config` verbs,
+//! run as the real binary.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
+mod config_common;
+
+use std::process::{Command, Output};
+
+use config_common::bookinfo_dir;
+
+fn xds_ext(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xds-ext")).args(args).current_dir(bookinfo_dir()).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn validate_exits_0_for_valid_documents_and_1_with_one_line_per_problem() {
+    let ok =
+        xds_ext(&["validate", "services.yaml", "destination-rule-all.yaml", "virtual-service-reviews-test-v2.yaml"]);
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    assert_eq!(stdout(&ok), "");
+    assert!(stderr(&ok).contains("9 document(s) valid, 0 error(s), 0 warning(s)"), "{}", stderr(&ok));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - corsPolicy: {}\n    route:\n    - {destination: {host: reviews, subset: v1}, weight: 60}\n    - {destination: {host: reviews, subset: v2}, weight: 60}\n",
+    )
+    .unwrap();
+    let out = xds_ext(&["validate", "services.yaml", "destination-rule-all.yaml", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<String> =
+        stdout(&out).lines().map(|l| l.replace(&format!("{}/", dir.path().display()), "")).collect();
+    assert_eq!(
+        lines,
+        [
+            "warning: bad.yaml:7: VirtualService default/reviews: spec.http[0].corsPolicy: corsPolicy is not applied: CORS stays with Envoy's cors filter",
+            "bad.yaml:8: VirtualService default/reviews: spec.http[0].route: destination weights sum to 120, not 100",
+        ]
+    );
+
+    let json = xds_ext(&["validate", "-o", "json", bad.to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(value["valid"], false);
+    assert_eq!(value["problems"][1]["field"], "spec.http[0].route");
+    assert_eq!(value["problems"][1]["line"], 8);
+    assert_eq!(value["problems"][1]["severity"], "error");
+}
+
+#[test]
+fn render_prints_the_five_configs_of_a_workload() {
+    let out = xds_ext(&[
+        "render",
+        "services.yaml",
+        "destination-rule-all.yaml",
+        "virtual-service-reviews-test-v2.yaml",
+        "--namespace",
+        "default",
+        "--labels",
+        "app=productpage,version=v1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["switchyard.egress", "switchyard.egress-tls", "switchyard.fault", "switchyard.mirror", "switchyard.routing"]
+    );
+    assert_eq!(value["switchyard.routing"]["virtual_hosts"][0]["routes"][0]["route"][0]["destination"]["subset"], "v2");
+
+    let yaml = xds_ext(&[
+        "render",
+        "virtual-service-reviews-v3.yaml",
+        "services.yaml",
+        "destination-rule-all.yaml",
+        "-o",
+        "yaml",
+    ]);
+    assert!(yaml.status.success(), "{}", stderr(&yaml));
+    assert!(stdout(&yaml).contains("subset: v3"), "{}", stdout(&yaml));
+
+    let table = xds_ext(&[
+        "render",
+        "virtual-service-reviews-v3.yaml",
+        "services.yaml",
+        "destination-rule-all.yaml",
+        "-o",
+        "table",
+    ]);
+    assert!(
+        stdout(&table).contains("reviews.default.svc.cluster.local  [reviews.default.svc.cluster.local"),
+        "{}",
+        stdout(&table)
+    );
+}
+
+#[test]
+fn render_refuses_documents_with_errors() {
+    // The VirtualService names subset v2 but no DestinationRule defines it.
+    let out = xds_ext(&["render", "services.yaml", "virtual-service-reviews-test-v2.yaml", "-l", "app=productpage"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("virtual-service-reviews-test-v2.yaml:16: VirtualService default/reviews: spec.http[0].route[0].destination: subset \"v2\" of reviews.default.svc.cluster.local is not defined"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn explain_tells_which_rule_a_request_hits_and_what_each_filter_does() {
+    let out = xds_ext(&[
+        "explain",
+        "services.yaml",
+        "destination-rule-all.yaml",
+        "virtual-service-ratings-test-delay.yaml",
+        "sidecar-registry-only.yaml",
+        "--labels",
+        "app=reviews,version=v2",
+        "--",
+        "GET",
+        "http://ratings:9080/ratings/0",
+        "-H",
+        "end-user: jason",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "request:  GET http://ratings:9080/ratings/0",
+        "end-user: jason",
+        "egress:   allow (listed host ratings)",
+        "rule         ratings.default.svc.cluster.local/jason-delay",
+        "from         VirtualService default/ratings spec.http[0] (virtual-service-ratings-test-delay.yaml:10)",
+        "cluster      outbound|9080|v1|ratings.default.svc.cluster.local",
+        "fault:    rule ratings.default.svc.cluster.local/jason-delay: delay 7s at 100% (injected with this draw)",
+        "mirror:   none",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+
+    let json = xds_ext(&[
+        "explain",
+        "services.yaml",
+        "destination-rule-all.yaml",
+        "virtual-service-reviews-50-v3.yaml",
+        "-o",
+        "json",
+        "--random",
+        "18446744073709551615",
+        "--",
+        "GET",
+        "http://reviews:9080/",
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(value["routing"]["cluster"], "outbound|9080|v3|reviews.default.svc.cluster.local");
+    assert_eq!(value["routing"]["destinations"].as_array().unwrap().len(), 2);
+
+    let usage = xds_ext(&["explain", "services.yaml", "--", "GET"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(stderr(&usage).contains("METHOD URL"), "{}", stderr(&usage));
+}
+
+#[test]
+fn every_verb_has_help() {
+    for verb in ["validate", "render", "explain", "validate-filter-config"] {
+        let out = xds_ext(&[verb, "--help"]);
+        assert!(out.status.success(), "{verb}");
+        assert!(stdout(&out).contains("Usage: xds-ext"), "{verb}: {}", stdout(&out));
+    }
+}
+
+#[test]
+fn validate_filter_config_checks_filter_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&good, r#"{"version": 1, "virtual_hosts": []}"#).unwrap();
+    std::fs::write(&bad, r#"{"version": 2, "virtual_hosts": []}"#).unwrap();
+    let out = xds_ext(&["validate-filter-config", "--filter", "routing", good.to_str().unwrap()]);
+    assert!(out.status.success());
+    let out = xds_ext(&["validate-filter-config", "--filter", "fault", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("unsupported config version 2"), "{}", stdout(&out));
+}
