@@ -237,3 +237,65 @@ pub fn module_path(name: &str) -> Result<PathBuf, HarnessError> {
         Err(HarnessError::ModuleMissing(path))
     }
 }
+
+/// An Envoy `node` as an Istio sidecar presents itself: `id`, `cluster` and
+/// metadata `NAMESPACE`, `LABELS` (strings) and `WORKLOAD_NAME` (= `id`).
+/// Put it at the bootstrap's `"node"`; xds-ext picks the workload's config by it.
+pub fn istio_node(id: &str, namespace: &str, labels: &[(&str, &str)]) -> Value {
+    let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    json!({
+        "id": id,
+        "cluster": labels.get("app").and_then(Value::as_str).unwrap_or(id),
+        "metadata": {"NAMESPACE": namespace, "LABELS": labels, "WORKLOAD_NAME": id},
+    })
+}
+
+/// A gRPC config source on cluster `xds_cluster` (state of the world, or
+/// delta), reconnecting fast (0.1 s backoff, at most 1 s) when the server goes away.
+pub fn ecds_config_source(xds_cluster: &str, delta: bool) -> Value {
+    json!({
+        "resource_api_version": "V3",
+        "api_config_source": {
+            "api_type": if delta { "DELTA_GRPC" } else { "GRPC" },
+            "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {
+                "cluster_name": xds_cluster,
+                "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}},
+            }}],
+        },
+    })
+}
+
+/// An HTTP wasm filter whose config comes over ECDS (resource `name`, e.g.
+/// `switchyard.routing`) from `xds_cluster`. The listener warms until the
+/// first config arrives (Envoy's default `initial_fetch_timeout`, 15 s).
+pub fn ecds_http_filter(name: &str, xds_cluster: &str) -> Value {
+    json!({
+        "name": name,
+        "config_discovery": {"config_source": ecds_config_source(xds_cluster, false), "type_urls": [HTTP_WASM_TYPE]},
+    })
+}
+
+/// A network (L4) wasm filter whose config comes over ECDS from `xds_cluster`.
+pub fn ecds_network_filter(name: &str, xds_cluster: &str) -> Value {
+    json!({
+        "name": name,
+        "config_discovery": {"config_source": ecds_config_source(xds_cluster, false), "type_urls": [NETWORK_WASM_TYPE]},
+    })
+}
+
+/// The `xds-ext` binary: `$SWITCHYARD_XDS_EXT`, else
+/// `<workspace root>/target/debug/xds-ext`, or an error telling to build it.
+pub fn xds_ext_binary() -> Result<PathBuf, HarnessError> {
+    let path = std::env::var_os("SWITCHYARD_XDS_EXT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/xds-ext"));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::Other(format!(
+            "xds-ext not found at {}: run `make build` (or `cargo build -p xds-ext`)",
+            path.display()
+        )))
+    }
+}

@@ -233,6 +233,9 @@ fn status_table(proxies: &Value, config: &Value) -> String {
         .chain(RESOURCES.iter().map(|r| r.trim_start_matches("switchyard.").to_uppercase()))
         .collect::<Vec<_>>()];
     let mut details = Vec::new();
+    // Envoy opens one stream per ECDS filter: one row per proxy (node id and
+    // workload), merging its streams' resources.
+    let mut row_of: Vec<(String, usize)> = Vec::new();
     for proxy in proxies {
         let text = |key: &str| proxy[key].as_str().unwrap_or_default().to_owned();
         let node = text("node_id");
@@ -241,11 +244,22 @@ fn status_table(proxies: &Value, config: &Value) -> String {
             .map(|l| l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>())
             .unwrap_or_default()
             .join(",");
-        let mut row = vec![node.clone(), text("namespace"), labels];
-        for name in RESOURCES {
+        let key = format!("{node}\n{}\n{labels}", text("namespace"));
+        let index = match row_of.iter().find(|(k, _)| *k == key) {
+            Some((_, index)) => *index,
+            None => {
+                let mut row = vec![node.clone(), text("namespace"), labels];
+                row.extend(RESOURCES.iter().map(|_| "-".to_owned()));
+                rows.push(row);
+                row_of.push((key, rows.len() - 1));
+                rows.len() - 1
+            }
+        };
+        for (column, name) in RESOURCES.iter().enumerate() {
             let resource = &proxy["resources"][name];
-            let status = resource["status"].as_str().unwrap_or("-");
-            row.push(status.to_owned());
+            if let Some(status) = resource["status"].as_str() {
+                rows[index][3 + column] = status.to_owned();
+            }
             if let Some(message) = resource["nack"]["message"].as_str() {
                 details.push(format!(
                     "{node}: {name} NACKED version {} (proxy runs {}): {message}",
@@ -255,9 +269,11 @@ fn status_table(proxies: &Value, config: &Value) -> String {
             }
         }
         if let Some(error) = proxy["render_error"].as_str() {
-            details.push(format!("{node}: cannot render its config (serving the last good one): {error}"));
+            let line = format!("{node}: cannot render its config (serving the last good one): {error}");
+            if !details.contains(&line) {
+                details.push(line);
+            }
         }
-        rows.push(row);
     }
     let mut out = String::new();
     if proxies.is_empty() {
@@ -302,13 +318,16 @@ mod tests {
             "render_error": null,
             "resources": {
                 "switchyard.routing": {"status": "NACKED", "acked": "aaaa", "nack": {"version": "bbbb", "message": "Unable to create Wasm plugin switchyard.routing"}},
-                "switchyard.fault": {"status": "SYNCED", "acked": "cccc", "nack": null}
             }
+        }, {
+            "node_id": "reviews-v1", "namespace": "default", "labels": {"app": "reviews", "version": "v1"},
+            "resources": {"switchyard.fault": {"status": "SYNCED", "acked": "cccc", "nack": null}}
         }]);
         let config = json!({"ready": true, "problems": [{"severity": "error", "text": "vs.yaml:3: VirtualService default/reviews: spec.http: bad"}]});
         let table = status_table(&proxies, &config);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{table}");
+        assert!(lines[2].starts_with("reviews-v1: "), "one row per proxy: {table}");
         assert!(lines[0].ends_with("EGRESS-TLS"), "{table}");
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(cells, ["reviews-v1", "default", "app=reviews,version=v1", "NACKED", "SYNCED", "-", "-", "-"]);

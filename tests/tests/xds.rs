@@ -1,0 +1,584 @@
+//! xds-ext serving real Envoys over ECDS: per-workload configs from Istio
+//! YAML, live edits under load, bad edits, NACKs, xds-ext restarts, and the
+//! bookinfo flows. The real `xds-ext` binary runs on kernel-chosen ports with
+//! a temp config directory; every Envoy gets its filters only from it.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::Value;
+use switchyard_tests::bootstrap::{
+    admin, ecds_config_source, ecds_http_filter, http_listener, istio_node, module_path, route_by_cluster_header,
+    route_config, static_cluster, xds_ext_binary,
+};
+use switchyard_tests::{http_client, EchoServer, Envoy};
+
+const REVIEWS: &str = "reviews.default.svc.cluster.local";
+const ROUTING: &str = "switchyard.routing";
+
+fn bookinfo(file: &str) -> String {
+    let path = switchyard_tests::workspace_root().join("examples/bookinfo").join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A running `xds-ext serve`, killed on drop; its log is in its temp dir.
+struct XdsExt {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    grpc_port: u16,
+    admin_port: u16,
+}
+
+impl XdsExt {
+    /// A temp config dir holding bookinfo's Services and DestinationRules
+    /// plus `files` (name, YAML).
+    fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::Builder::new().prefix("switchyard-xds-config-").tempdir().unwrap_or_else(|e| panic!("{e}"));
+        write(dir.path(), "services.yaml", &bookinfo("services.yaml"));
+        write(dir.path(), "destination-rule-all.yaml", &bookinfo("destination-rule-all.yaml"));
+        for (name, text) in files {
+            write(dir.path(), name, text);
+        }
+        dir
+    }
+
+    /// Starts xds-ext on `grpc` (e.g. `127.0.0.1:0`) serving `config_dir`
+    /// with the modules of `make build`; waits for the bound ports and `/readyz`.
+    async fn start(config_dir: &Path, grpc: &str) -> XdsExt {
+        let routing = module_path("routing").unwrap_or_else(|e| panic!("{e}"));
+        Self::start_with_modules(config_dir, grpc, routing.parent().unwrap_or_else(|| Path::new("."))).await
+    }
+
+    async fn start_with_modules(config_dir: &Path, grpc: &str, modules: &Path) -> XdsExt {
+        Self::start_with_args(config_dir, grpc, modules, &[]).await
+    }
+
+    async fn start_with_args(config_dir: &Path, grpc: &str, modules: &Path, extra: &[&str]) -> XdsExt {
+        let binary = xds_ext_binary().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::Builder::new().prefix("switchyard-xds-ext-").tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = std::fs::File::create(dir.path().join("xds-ext.log")).unwrap_or_else(|e| panic!("{e}"));
+        let mut cmd = Command::new(&binary);
+        cmd.arg("serve")
+            .arg("--config-dir")
+            .arg(config_dir)
+            .args(["--grpc", grpc, "--admin", "127.0.0.1:0", "--modules"])
+            .arg(modules)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe. Spawned from the test's own
+        // thread, which outlives the child (dropped at the end of the test).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let mut xds = XdsExt { child: Some(child), dir, grpc_port: 0, admin_port: 0 };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = xds.log();
+            xds.grpc_port = port_after(&log, "grpc listening on ");
+            xds.admin_port = port_after(&log, "admin listening on ");
+            if xds.grpc_port != 0 && xds.admin_port != 0 && xds.get("/readyz").await.is_some() {
+                return xds;
+            }
+            if let Some(Ok(Some(status))) = xds.child.as_mut().map(Child::try_wait) {
+                panic!("xds-ext exited with {status}:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "xds-ext not ready within 10 s:\n{log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("xds-ext.log")).unwrap_or_default()
+    }
+
+    fn admin(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
+    }
+
+    /// GET on the admin endpoint; `None` unless 2xx.
+    async fn get(&self, path: &str) -> Option<String> {
+        let url = format!("http://{}{path}", self.admin());
+        let response = http_client().get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.text().await.ok()
+    }
+
+    async fn json(&self, path: &str) -> Value {
+        let text = self.get(path).await.unwrap_or_else(|| panic!("admin {path} failed:\n{}", self.log()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+    }
+
+    /// The `/debug/proxies` entry of `node_id` for `resource`.
+    async fn resource(&self, node_id: &str, resource: &str) -> Value {
+        let proxies = self.json("/debug/proxies").await;
+        let all = proxies.as_array().cloned().unwrap_or_default();
+        all.iter()
+            .filter(|p| p["node_id"] == node_id)
+            .map(|p| p["resources"][resource].clone())
+            .find(|r| !r.is_null())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until `node_id`'s `resource` has `status`; returns its entry.
+    async fn wait_status(&self, node_id: &str, resource: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let entry = self.resource(node_id, resource).await;
+            if entry["status"] == status {
+                return entry;
+            }
+            assert!(Instant::now() < deadline, "{node_id} {resource}: {entry} never {status}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One sample of `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// `xds-ext status --admin ADDR` (table) output.
+    fn status_cli(&self) -> String {
+        let binary = xds_ext_binary().unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new(binary)
+            .args(["status", "--admin", &self.admin()])
+            .output()
+            .unwrap_or_else(|e| panic!("xds-ext status: {e}"));
+        assert!(out.status.success(), "xds-ext status failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for XdsExt {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- xds-ext log ---\n{}\n--- end of xds-ext log ---", self.log());
+        }
+    }
+}
+
+fn port_after(log: &str, marker: &str) -> u16 {
+    log.lines()
+        .filter_map(|l| l.split_once(marker))
+        .filter_map(|(_, addr)| addr.trim().rsplit(':').next()?.parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
+
+/// Writes a file the way editors and kubelet do: a temp file renamed over it.
+fn write(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+struct Reviews {
+    v1: EchoServer,
+    v2: EchoServer,
+    v3: EchoServer,
+}
+
+impl Reviews {
+    async fn start() -> Reviews {
+        Reviews {
+            v1: EchoServer::start("reviews", "v1").await,
+            v2: EchoServer::start("reviews", "v2").await,
+            v3: EchoServer::start("reviews", "v3").await,
+        }
+    }
+}
+
+/// An Envoy presenting itself as workload `labels` in `default`, with the
+/// routing filter from xds-ext (at `xds_port`) before a route that reads the
+/// filter's cluster header, and the reviews subsets as Istio-named clusters.
+async fn sidecar(node_id: &str, labels: &[(&str, &str)], xds_port: u16, reviews: &Reviews) -> Envoy {
+    Envoy::start(sidecar_bootstrap(node_id, labels, xds_port, reviews)).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn sidecar_bootstrap(node_id: &str, labels: &[(&str, &str)], xds_port: u16, reviews: &Reviews) -> Value {
+    let listener = http_listener(
+        "main",
+        route_config(vec![route_by_cluster_header("x-switchyard-cluster")]),
+        vec![ecds_http_filter(ROUTING, "xds-ext")],
+    );
+    let mut clusters = vec![static_cluster("xds-ext", xds_port, true)];
+    for (subset, echo) in [("v1", &reviews.v1), ("v2", &reviews.v2), ("v3", &reviews.v3)] {
+        clusters.push(static_cluster(&format!("outbound|9080|{subset}|{REVIEWS}"), echo.port(), false));
+    }
+    serde_json::json!({
+        "node": istio_node(node_id, "default", labels),
+        "admin": admin(),
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    })
+}
+
+/// The routing filter's ECDS source in `bootstrap` becomes a delta stream.
+fn use_delta(bootstrap: &mut Value) {
+    let filter = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"][0];
+    filter["config_discovery"]["config_source"] = ecds_config_source("xds-ext", true);
+}
+
+struct Reply {
+    status: u16,
+    version: String,
+    body: String,
+}
+
+async fn send(client: &reqwest::Client, envoy_url: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = client.get(format!("{envoy_url}{path}")).header("host", "reviews");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let version =
+                response.headers().get("x-echo-version").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            Reply { status, version, body: response.text().await.unwrap_or_default() }
+        }
+        Err(e) => Reply { status: 0, version: String::new(), body: e.to_string() },
+    }
+}
+
+/// Versions answering `n` requests, 16 at a time; every answer must be 200.
+async fn versions(envoy: &Envoy, n: usize, headers: &[(&str, &str)]) -> Vec<String> {
+    let client = http_client();
+    let url = envoy.listener_url("main");
+    let mut all = Vec::with_capacity(n);
+    for batch in (0..n).collect::<Vec<_>>().chunks(16) {
+        for reply in join_all(batch.iter().map(|_| send(&client, &url, "/reviews/0", headers))).await {
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            all.push(reply.version);
+        }
+    }
+    all
+}
+
+fn all(versions: &[String], version: &str) -> bool {
+    versions.iter().all(|v| v == version)
+}
+
+/// Polls until `n` requests all answer from `version`; panics after `timeout`.
+async fn wait_for_version(envoy: &Envoy, version: &str, headers: &[(&str, &str)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = versions(envoy, 8, headers).await;
+        if all(&seen, version) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {seen:?}, wanted {version} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const REVIEWS_BY_SOURCE: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - name: from-productpage
+    match:
+    - sourceLabels:
+        app: productpage
+    route:
+    - destination:
+        host: reviews
+        subset: v2
+  - name: default
+    route:
+    - destination:
+        host: reviews
+        subset: v1
+";
+
+fn reviews_to(subset: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - name: all
+    route:
+    - destination:
+        host: reviews
+        subset: {subset}
+"
+    )
+}
+
+#[tokio::test]
+async fn two_workloads_get_their_own_config_and_route_the_same_request_differently() {
+    let reviews = Reviews::start().await;
+    let config = XdsExt::config_dir(&[("reviews.yaml", REVIEWS_BY_SOURCE)]);
+    let xds = XdsExt::start(config.path(), "127.0.0.1:0").await;
+    let productpage = sidecar("productpage-v1", &[("app", "productpage"), ("version", "v1")], xds.grpc_port, &reviews);
+    // One state-of-the-world stream, one delta stream.
+    let mut ratings =
+        sidecar_bootstrap("ratings-v1", &[("app", "ratings"), ("version", "v1")], xds.grpc_port, &reviews);
+    use_delta(&mut ratings);
+    let (productpage, ratings) = tokio::join!(productpage, Envoy::start(ratings));
+    let ratings = ratings.unwrap_or_else(|e| panic!("{e}"));
+
+    assert!(all(&versions(&productpage, 50, &[]).await, "v2"));
+    assert!(all(&versions(&ratings, 50, &[]).await, "v1"));
+    let a = xds.wait_status("productpage-v1", ROUTING, "SYNCED").await;
+    let b = xds.wait_status("ratings-v1", ROUTING, "SYNCED").await;
+    assert_ne!(a["acked"], b["acked"], "different workloads, different content versions");
+    let protocols: Vec<Value> =
+        xds.json("/debug/proxies").await.as_array().into_iter().flatten().map(|p| p["protocol"].clone()).collect();
+    assert!(protocols.contains(&"sotw".into()) && protocols.contains(&"delta".into()), "{protocols:?}");
+    assert_eq!(
+        productpage.admin_get("/stats?filter=routing.version_text").await.unwrap_or_default().trim(),
+        format!("extension_config_discovery.http_filter.switchyard.routing.version_text: {}", a["acked"])
+    );
+}
+
+#[tokio::test]
+async fn an_edit_changes_behaviour_within_a_second_without_failing_a_request_under_load() {
+    let reviews = Reviews::start().await;
+    let config = XdsExt::config_dir(&[("reviews.yaml", &reviews_to("v1"))]);
+    let xds = XdsExt::start(config.path(), "127.0.0.1:0").await;
+    let envoy = sidecar("productpage-v1", &[("app", "productpage")], xds.grpc_port, &reviews).await;
+    assert!(all(&versions(&envoy, 20, &[]).await, "v1"));
+    let envoy_pid = envoy.pid();
+
+    // Load: 8 clients in a loop until stopped, recording every answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let first_v3 = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let url = envoy.listener_url("main");
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, failures, sent, first_v3, url) =
+                (stop.clone(), failures.clone(), sent.clone(), first_v3.clone(), url.clone());
+            tokio::spawn(async move {
+                let client = http_client();
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = send(&client, &url, "/reviews/0", &[]).await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if reply.status != 200 {
+                        failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(format!("{}: {}", reply.status, reply.body));
+                    } else if reply.version == "v3" {
+                        first_v3.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let edited = Instant::now();
+    write(config.path(), "reviews.yaml", &reviews_to("v3"));
+    wait_for_version(&envoy, "v3", &[], Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    join_all(load).await;
+
+    let switched = first_v3.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| panic!("no v3 under load"));
+    let took = switched.duration_since(edited);
+    eprintln!("edit to first v3 answer: {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?} from the edit to the first v3 answer");
+    let failures = failures.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:?}",
+        failures.len(),
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(sent.load(Ordering::Relaxed) > 100, "the load loop hardly ran");
+    assert_eq!(envoy.pid(), envoy_pid);
+    assert_eq!(envoy.counter("extension_config_discovery.http_filter.switchyard.routing.update_success").await, 2);
+}
+
+#[tokio::test]
+async fn a_bad_edit_keeps_the_last_good_config_names_the_problem_and_a_fix_recovers() {
+    let reviews = Reviews::start().await;
+    let config = XdsExt::config_dir(&[("reviews.yaml", &reviews_to("v2"))]);
+    let xds = XdsExt::start(config.path(), "127.0.0.1:0").await;
+    let envoy = sidecar("productpage-v1", &[("app", "productpage")], xds.grpc_port, &reviews).await;
+    assert!(all(&versions(&envoy, 20, &[]).await, "v2"));
+    let synced = xds.wait_status("productpage-v1", ROUTING, "SYNCED").await;
+
+    let bad = format!("{}    timeout: banana\n", reviews_to("v3"));
+    write(config.path(), "reviews.yaml", &bad);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while xds.metric("xds_ext_config_errors").await < 1.0 {
+        assert!(Instant::now() < deadline, "no config error reported:\n{}", xds.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(all(&versions(&envoy, 50, &[]).await, "v2"), "the last good config keeps serving");
+    assert_eq!(xds.resource("productpage-v1", ROUTING).await["acked"], synced["acked"]);
+
+    let metrics = xds.get("/metrics").await.unwrap_or_default();
+    let problem = metrics.lines().find(|l| l.starts_with("xds_ext_config_problem{")).unwrap_or_default();
+    assert!(problem.contains("reviews.yaml") && problem.contains("severity=\"error\""), "{metrics}");
+    let status = xds.status_cli();
+    assert!(status.contains("config: 1 error(s)") && status.contains("reviews.yaml"), "{status}");
+    assert!(xds.log().lines().any(|l| l.contains("config error") && l.contains("reviews.yaml")), "{}", xds.log());
+    let problems = xds.json("/debug/config").await;
+    assert!(problems["problems"][0]["file"].as_str().unwrap_or_default().ends_with("reviews.yaml"), "{problems}");
+
+    write(config.path(), "reviews.yaml", &reviews_to("v3"));
+    wait_for_version(&envoy, "v3", &[], Duration::from_secs(3)).await;
+    assert_eq!(xds.metric("xds_ext_config_errors").await, 0.0);
+    xds.wait_status("productpage-v1", ROUTING, "SYNCED").await;
+}
+
+#[tokio::test]
+async fn a_config_envoy_rejects_shows_nacked_with_envoys_error_and_is_not_resent() {
+    let reviews = Reviews::start().await;
+    let config = XdsExt::config_dir(&[("reviews.yaml", &reviews_to("v2"))]);
+    // A module directory whose routing.wasm is not wasm: Envoy refuses the plugin.
+    let modules = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(modules.path().join("routing.wasm"), b"not a wasm module").unwrap_or_else(|e| panic!("{e}"));
+    let xds = XdsExt::start_with_modules(config.path(), "127.0.0.1:0", modules.path()).await;
+    let envoy = sidecar("productpage-v1", &[("app", "productpage")], xds.grpc_port, &reviews).await;
+
+    let entry = xds.wait_status("productpage-v1", ROUTING, "NACKED").await;
+    let error = entry["nack"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("Unable to create Wasm plugin"), "{entry}");
+    let status = xds.status_cli();
+    assert!(status.contains("NACKED") && status.contains(&error), "{status}");
+    assert!(xds.log().contains("NACK from productpage-v1"), "{}", xds.log());
+
+    let rejected = "extension_config_discovery.http_filter.switchyard.routing.update_rejected";
+    let pushes = xds.metric("xds_ext_pushes_total").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(envoy.counter(rejected).await, 1, "the rejected config was sent again");
+    assert_eq!(xds.metric("xds_ext_pushes_total").await, pushes);
+    assert_eq!(xds.metric("xds_ext_nacks_total").await, 1.0);
+
+    // The same config again (an unrelated edit): still not re-sent.
+    write(config.path(), "unrelated.yaml", "# nothing\n");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(envoy.counter(rejected).await, 1);
+    assert_eq!(xds.resource("productpage-v1", ROUTING).await["status"], "NACKED");
+}
+
+#[tokio::test]
+async fn envoy_keeps_serving_while_xds_ext_is_down_and_resyncs_after_a_restart() {
+    let reviews = Reviews::start().await;
+    let config = XdsExt::config_dir(&[("reviews.yaml", &reviews_to("v2"))]);
+    let mut xds = XdsExt::start(config.path(), "127.0.0.1:0").await;
+    let port = xds.grpc_port;
+    let mut bootstrap = sidecar_bootstrap("productpage-v1", &[("app", "productpage")], port, &reviews);
+    // Delta: the reconnecting Envoy names the versions it runs.
+    use_delta(&mut bootstrap);
+    let envoy = Envoy::start(bootstrap).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(all(&versions(&envoy, 20, &[]).await, "v2"));
+
+    xds.kill();
+    let connected = "extension_config_discovery.http_filter.switchyard.routing.control_plane.connected_state";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while envoy.counter(connected).await != 0 {
+        assert!(Instant::now() < deadline, "envoy never noticed xds-ext was gone");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(all(&versions(&envoy, 50, &[]).await, "v2"), "envoy keeps the last config");
+
+    write(config.path(), "reviews.yaml", &reviews_to("v3"));
+    let grpc = format!("127.0.0.1:{port}");
+    let xds = XdsExt::start(config.path(), &grpc).await;
+    wait_for_version(&envoy, "v3", &[], Duration::from_secs(5)).await;
+    xds.wait_status("productpage-v1", ROUTING, "SYNCED").await;
+}
+
+#[tokio::test]
+async fn bookinfo_request_routing_traffic_shifting_and_timeout_from_istio_yaml() {
+    let reviews = Reviews::start().await;
+    let config = XdsExt::config_dir(&[("reviews.yaml", &bookinfo("virtual-service-reviews-test-v2.yaml"))]);
+    let xds = XdsExt::start(config.path(), "127.0.0.1:0").await;
+    let envoy = sidecar("productpage-v1", &[("app", "productpage"), ("version", "v1")], xds.grpc_port, &reviews).await;
+
+    // Request routing: jason sees reviews v2, everyone else v1.
+    assert!(all(&versions(&envoy, 100, &[("end-user", "jason")]).await, "v2"));
+    assert!(all(&versions(&envoy, 100, &[]).await, "v1"));
+    assert!(all(&versions(&envoy, 100, &[("end-user", "alice")]).await, "v1"));
+
+    // Traffic shifting: 50/50 between v1 and v3.
+    write(config.path(), "reviews.yaml", &bookinfo("virtual-service-reviews-50-v3.yaml"));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !versions(&envoy, 16, &[]).await.iter().any(|v| v == "v3") {
+        assert!(Instant::now() < deadline, "no v3 after the 50/50 edit");
+    }
+    let seen = versions(&envoy, 1000, &[]).await;
+    let v3 = seen.iter().filter(|v| *v == "v3").count() as f64 / seen.len() as f64;
+    assert!(seen.iter().all(|v| v == "v1" || v == "v3"), "only v1 and v3 may answer");
+    assert!((0.43..=0.57).contains(&v3), "v3 share {v3}");
+
+    // Request timeouts: reviews v2 with a 0.5 s timeout; a 2 s upstream gets 504.
+    write(config.path(), "reviews.yaml", &bookinfo("virtual-service-reviews-timeout.yaml"));
+    wait_for_version(&envoy, "v2", &[], Duration::from_secs(3)).await;
+    let started = Instant::now();
+    let reply = send(&http_client(), &envoy.listener_url("main"), "/reviews/0?delay_ms=2000", &[]).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert_eq!(reply.body, "upstream request timeout");
+    assert!(took >= Duration::from_millis(450) && took < Duration::from_millis(900), "took {took:?}");
+}
+
+#[tokio::test]
+async fn remote_modules_are_fetched_from_xds_ext_and_checked_by_sha256() {
+    let reviews = Reviews::start().await;
+    let config = XdsExt::config_dir(&[("reviews.yaml", &reviews_to("v3"))]);
+    let routing = module_path("routing").unwrap_or_else(|e| panic!("{e}"));
+    let modules = routing.parent().unwrap_or_else(|| Path::new("."));
+    let remote = ["--module-base-url", "http://xds-ext/modules", "--module-cluster", "xds-ext-modules"];
+    let xds = XdsExt::start_with_args(config.path(), "127.0.0.1:0", modules, &remote).await;
+
+    let mut bootstrap = sidecar_bootstrap("productpage-v1", &[("app", "productpage")], xds.grpc_port, &reviews);
+    let module_cluster = static_cluster("xds-ext-modules", xds.admin_port, false);
+    if let Some(clusters) = bootstrap["static_resources"]["clusters"].as_array_mut() {
+        clusters.push(module_cluster);
+    }
+    let envoy = Envoy::start(bootstrap).await.unwrap_or_else(|e| panic!("{e}"));
+
+    assert!(all(&versions(&envoy, 20, &[]).await, "v3"));
+    assert!(envoy.counter("cluster.xds-ext-modules.upstream_rq_200").await >= 1, "the module came from xds-ext");
+    let served = http_client()
+        .get(format!("http://{}/modules/routing.wasm", xds.admin()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(served.status().as_u16(), 200);
+    let bytes = served.bytes().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bytes.as_ref(), std::fs::read(&routing).unwrap_or_else(|e| panic!("{e}")).as_slice());
+}
