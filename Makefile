@@ -1,6 +1,6 @@
 # Switchyard: the verbs. `make run` and `make test` are the two a user needs;
 # both run `setup` first, which installs whatever this machine lacks.
-.PHONY: setup build build-wasm build-native lint test test-native test-wasm run bench clean help
+.PHONY: setup build build-wasm build-native lint test test-native test-wasm run bench bench-quick clean help
 
 CARGO ?= cargo
 
@@ -9,7 +9,7 @@ help:
 	@echo "make test    install what is missing, build, lint, run every test (real Envoy)"
 	@echo "make setup   install toolchain pieces, Envoy $(shell sed -n 's/^ENVOY_VERSION=//p' scripts/setup.sh) and test tools (idempotent)"
 	@echo "make build   build target/switchyard/*.wasm and the native binaries"
-	@echo "make bench   the bench harness (not part of make test)"
+	@echo "make bench   the bench harness, full (~20 min; not part of make test); make bench-quick: < 3 min"
 	@echo "make clean   remove build output (keeps .venv and .tools)"
 
 setup:
@@ -41,8 +41,16 @@ test-wasm:
 run: build
 	@scripts/run.sh
 
+# The bench harness (issue 7): every arm in its own pinned Envoy, open-loop
+# load with oha (installed into .tools by scripts/bench-setup.sh, only here),
+# report in bench/results/. Not part of `make test`.
 bench: build
-	@echo "bench harness: not built yet (issue 7)"; exit 1
+	@scripts/bench-setup.sh
+	$(CARGO) run -q -p switchyard-bench -- $(BENCH_ARGS)
+
+bench-quick: build
+	@scripts/bench-setup.sh
+	$(CARGO) run -q -p switchyard-bench -- --quick $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
