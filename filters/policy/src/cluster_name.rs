@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{quote, ConfigError, Path};
+use crate::error::{quote, Failed, Path};
+use crate::json::decode_struct;
 
 pub const DEFAULT_CLUSTER_NAME_TEMPLATE: &str = "outbound|{port}|{subset}|{host}";
 
@@ -18,6 +19,8 @@ pub struct Destination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
 }
+
+decode_struct!(Destination { host: required, subset: default, port: default });
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -34,7 +37,7 @@ pub(crate) struct ClusterNameTemplate {
 }
 
 impl ClusterNameTemplate {
-    pub(crate) fn parse(template: Option<&str>, path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(template: Option<&str>, path: &Path) -> Result<Self, Failed> {
         let text = template.unwrap_or(DEFAULT_CLUSTER_NAME_TEMPLATE);
         if text.is_empty() {
             return Err(path.error("cluster_name_template must not be empty"));
@@ -79,7 +82,7 @@ impl ClusterNameTemplate {
     }
 
     /// Validates the destination and renders its cluster name.
-    pub(crate) fn render(&self, destination: &Destination, path: &Path) -> Result<String, ConfigError> {
+    pub(crate) fn render(&self, destination: &Destination, path: &Path) -> Result<String, Failed> {
         validate_destination(destination, path)?;
         let mut out = String::new();
         for part in &self.parts {
@@ -103,7 +106,7 @@ impl ClusterNameTemplate {
     }
 }
 
-fn validate_destination(destination: &Destination, path: &Path) -> Result<(), ConfigError> {
+fn validate_destination(destination: &Destination, path: &Path) -> Result<(), Failed> {
     let name_like = |s: &str| {
         !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'*'))
     };

@@ -19,9 +19,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{quote, ConfigError, Path};
-use crate::json::decode;
-use crate::virtual_host::strip_port;
+use crate::error::{quote, ConfigError, Failed, Path};
+use crate::json::{decode, decode_struct, Decode, Decoder};
+use crate::virtual_host::{longest_first, strip_port};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum OutboundTrafficPolicy {
@@ -29,6 +29,19 @@ pub enum OutboundTrafficPolicy {
     RegistryOnly,
     #[serde(rename = "ALLOW_ANY")]
     AllowAny,
+}
+
+impl Decode for OutboundTrafficPolicy {
+    fn blank() -> Self {
+        OutboundTrafficPolicy::RegistryOnly
+    }
+    fn decode_into(&mut self, d: &mut Decoder<'_>, at: &Path<'_>) -> Result<(), Failed> {
+        const VARIANTS: &[&str] = &["REGISTRY_ONLY", "ALLOW_ANY"];
+        let (index, object) = d.variant(at, VARIANTS, true)?;
+        d.end_variant(at, VARIANTS, object)?;
+        *self = if index == 0 { OutboundTrafficPolicy::RegistryOnly } else { OutboundTrafficPolicy::AllowAny };
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,6 +57,14 @@ pub struct EgressConfig {
     pub deny_status: Option<u16>,
 }
 
+decode_struct!(EgressConfig {
+    version: required,
+    outbound_traffic_policy: required,
+    hosts: default,
+    dry_run: default,
+    deny_status: default,
+});
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EgressHostConfig {
@@ -51,6 +72,8 @@ pub struct EgressHostConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<u16>>,
 }
+
+decode_struct!(EgressHostConfig { host: required, ports: default });
 
 pub const DEFAULT_DENY_STATUS: u16 = 502;
 
@@ -97,6 +120,10 @@ impl CompiledEgress {
     }
 
     pub fn from_config(config: &EgressConfig) -> Result<Self, ConfigError> {
+        Self::compile(config).map_err(|e| *e)
+    }
+
+    fn compile(config: &EgressConfig) -> Result<Self, Failed> {
         let root = Path::root();
         let deny_status = config.deny_status.unwrap_or(DEFAULT_DENY_STATUS);
         if !(200..=599).contains(&deny_status) {
@@ -112,7 +139,8 @@ impl CompiledEgress {
         };
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, entry) in config.hosts.iter().enumerate() {
-            let path = root.field("hosts").index(i);
+            let hosts_path = root.field("hosts");
+            let path = hosts_path.index(i);
             let key = normalize_host_entry(&entry.host, &path.field("host"))?;
             if let Some(first) = seen.insert(key.clone(), i) {
                 return Err(path
@@ -143,7 +171,7 @@ impl CompiledEgress {
                 }
             }
         }
-        out.wildcards.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        longest_first(&mut out.wildcards);
         Ok(out)
     }
 
@@ -236,7 +264,7 @@ fn normalize_request_host(host: &str) -> String {
 
 /// Validates a configured host: an IPv4 or IPv6 literal, a DNS name of
 /// RFC 1123 labels, or `*.` followed by one. Returns its lookup key.
-fn normalize_host_entry(raw: &str, path: &Path) -> Result<String, ConfigError> {
+fn normalize_host_entry(raw: &str, path: &Path) -> Result<String, Failed> {
     if let Ok(v4) = raw.parse::<Ipv4Addr>() {
         return Ok(v4.to_string());
     }

@@ -10,9 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::duration::millis;
-use crate::error::{ConfigError, Path};
+use crate::error::{ConfigError, Failed, Path};
 use crate::http_match::HttpMatchRequest;
-use crate::json::decode;
+use crate::json::{decode, decode_struct};
 use crate::request::{HeaderSource, Request};
 use crate::virtual_host::{Lookup, RouteSpec, RuleId, VirtualHostConfig, VirtualHosts};
 use crate::weighted::{mix64, Percentage};
@@ -28,6 +28,8 @@ pub struct FaultConfig {
     pub virtual_hosts: Vec<VirtualHostConfig<FaultRouteConfig>>,
 }
 
+decode_struct!(FaultConfig { version: required, max_active_faults: default, virtual_hosts: required });
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRouteConfig {
@@ -40,12 +42,16 @@ pub struct FaultRouteConfig {
     pub abort: Option<AbortConfig>,
 }
 
+decode_struct!(FaultRouteConfig { name: required, match_ = "match": default, delay: default, abort: default });
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DelayConfig {
     pub fixed_delay: String,
     pub percentage: f64,
 }
+
+decode_struct!(DelayConfig { fixed_delay: required, percentage: required });
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +62,8 @@ pub struct AbortConfig {
     pub grpc_status: Option<u32>,
     pub percentage: f64,
 }
+
+decode_struct!(AbortConfig { http_status: default, grpc_status: default, percentage: required });
 
 impl RouteSpec for FaultRouteConfig {
     fn name(&self) -> &str {
@@ -122,6 +130,10 @@ impl CompiledFault {
     }
 
     pub fn from_config(config: &FaultConfig) -> Result<Self, ConfigError> {
+        Self::compile(config).map_err(|e| *e)
+    }
+
+    fn compile(config: &FaultConfig) -> Result<Self, Failed> {
         let hosts = VirtualHosts::compile(&config.virtual_hosts, &Path::root().field("virtual_hosts"), compile_rule)?;
         Ok(CompiledFault { max_active_faults: config.max_active_faults, hosts })
     }
@@ -153,7 +165,7 @@ impl CompiledFault {
     }
 }
 
-fn compile_rule(route: &FaultRouteConfig, path: &Path) -> Result<FaultRule, ConfigError> {
+fn compile_rule(route: &FaultRouteConfig, path: &Path) -> Result<FaultRule, Failed> {
     if route.delay.is_none() && route.abort.is_none() {
         return Err(path.error("a fault rule needs delay, abort or both"));
     }
@@ -194,7 +206,7 @@ fn compile_rule(route: &FaultRouteConfig, path: &Path) -> Result<FaultRule, Conf
     Ok(FaultRule { delay, abort })
 }
 
-pub(crate) fn percentage(value: f64, path: &Path) -> Result<Percentage, ConfigError> {
+pub(crate) fn percentage(value: f64, path: &Path) -> Result<Percentage, Failed> {
     Percentage::new(value).map_err(|e| path.field("percentage").error(e))
 }
 

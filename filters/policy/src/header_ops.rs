@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{quote, ConfigError, Path};
+use crate::error::{quote, Failed, Path};
 use crate::http_match::header_name;
-use crate::json::KeyedList;
+use crate::json::{decode_struct, KeyedList};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +19,8 @@ pub struct HeadersConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<HeaderOpsConfig>,
 }
+
+decode_struct!(HeadersConfig { request: default, response: default });
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +32,8 @@ pub struct HeaderOpsConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
+
+decode_struct!(HeaderOpsConfig { set: default, add: default, remove: default });
 
 /// Operations on one header map. Names are lowercase.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,7 +57,7 @@ pub struct HeaderMutations {
 }
 
 impl HeaderMutations {
-    pub(crate) fn compile(config: &HeadersConfig, path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn compile(config: &HeadersConfig, path: &Path) -> Result<Self, Failed> {
         Ok(HeaderMutations {
             request: compile_ops(config.request.as_ref(), &path.field("request"))?,
             response: compile_ops(config.response.as_ref(), &path.field("response"))?,
@@ -65,32 +69,32 @@ impl HeaderMutations {
     }
 }
 
-fn compile_ops(config: Option<&HeaderOpsConfig>, path: &Path) -> Result<HeaderOps, ConfigError> {
+fn compile_ops(config: Option<&HeaderOpsConfig>, path: &Path) -> Result<HeaderOps, Failed> {
     let Some(config) = config else {
         return Ok(HeaderOps::default());
     };
-    let pairs = |list: &KeyedList<String>, field: &str| -> Result<Vec<(String, String)>, ConfigError> {
-        list.iter()
-            .map(|(name, value)| {
-                let key_path = path.field(field).key(name);
-                let name = mutable_header_name(name, &key_path)?;
-                if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                    return Err(key_path.error("header value must not contain CR, LF or NUL"));
-                }
-                Ok((name, value.clone()))
-            })
-            .collect()
+    let pairs = |list: &KeyedList<String>, field: &str| -> Result<Vec<(String, String)>, Failed> {
+        let field_path = path.field(field);
+        let mut out = Vec::with_capacity(list.0.len());
+        for (name, value) in &list.0 {
+            let key_path = field_path.key(name);
+            let name = mutable_header_name(name, &key_path)?;
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(key_path.error("header value must not contain CR, LF or NUL"));
+            }
+            out.push((name, value.clone()));
+        }
+        Ok(out)
     };
-    let remove = config
-        .remove
-        .iter()
-        .enumerate()
-        .map(|(i, name)| mutable_header_name(name, &path.field("remove").index(i)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let remove_path = path.field("remove");
+    let mut remove = Vec::with_capacity(config.remove.len());
+    for (i, name) in config.remove.iter().enumerate() {
+        remove.push(mutable_header_name(name, &remove_path.index(i))?);
+    }
     Ok(HeaderOps { remove, set: pairs(&config.set, "set")?, add: pairs(&config.add, "add")? })
 }
 
-fn mutable_header_name(raw: &str, path: &Path) -> Result<String, ConfigError> {
+fn mutable_header_name(raw: &str, path: &Path) -> Result<String, Failed> {
     let name = header_name(raw, path)?;
     if name.starts_with(':') || name == "host" {
         return Err(path

@@ -17,8 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{quote, ConfigError, Path};
-use crate::json::KeyedList;
+use crate::error::{quote, Failed, Path};
+use crate::json::{decode_struct, KeyedList};
 use crate::request::{HeaderSource, Request};
 use crate::string_match::{compile_full_match, FullMatchRegex, StringMatch, StringMatcher};
 
@@ -47,16 +47,36 @@ pub struct HttpMatchRequest {
     pub port: Option<u16>,
 }
 
+decode_struct!(HttpMatchRequest {
+    name: default,
+    uri: default,
+    scheme: default,
+    method: default,
+    authority: default,
+    headers: default,
+    without_headers: default,
+    query_params: default,
+    ignore_uri_case: default,
+    port: default,
+});
+
 impl HttpMatchRequest {
     /// Every regex pattern in the block.
-    pub(crate) fn regexes(&self) -> impl Iterator<Item = &str> {
-        [&self.uri, &self.scheme, &self.method, &self.authority]
-            .into_iter()
-            .flatten()
-            .chain(self.headers.iter().map(|(_, m)| m))
-            .chain(self.without_headers.iter().map(|(_, m)| m))
-            .chain(self.query_params.iter().map(|(_, m)| m))
-            .filter_map(|m| m.regex.as_deref())
+    pub(crate) fn regexes(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        for m in [&self.uri, &self.scheme, &self.method, &self.authority] {
+            if let Some(StringMatch { regex: Some(regex), .. }) = m {
+                out.push(regex.as_str());
+            }
+        }
+        for list in [&self.headers, &self.without_headers, &self.query_params] {
+            for (_, m) in &list.0 {
+                if let Some(regex) = &m.regex {
+                    out.push(regex.as_str());
+                }
+            }
+        }
+        out
     }
 }
 
@@ -99,18 +119,17 @@ pub(crate) struct CompiledMatch {
 }
 
 impl CompiledMatch {
-    pub(crate) fn compile(spec: &HttpMatchRequest, path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn compile(spec: &HttpMatchRequest, path: &Path) -> Result<Self, Failed> {
         let uri = match &spec.uri {
             None => UriMatcher::Any,
             Some(uri) => compile_uri(uri, spec.ignore_uri_case, &path.field("uri"))?,
         };
         let mut headers = Vec::new();
-        for (field, name) in [("method", ":method"), ("authority", ":authority"), ("scheme", ":scheme")] {
-            let spec = match field {
-                "method" => &spec.method,
-                "authority" => &spec.authority,
-                _ => &spec.scheme,
-            };
+        for (field, name, spec) in [
+            ("method", ":method", &spec.method),
+            ("authority", ":authority", &spec.authority),
+            ("scheme", ":scheme", &spec.scheme),
+        ] {
             if let Some(m) = spec {
                 headers.push(HeaderRule {
                     name: name.into(),
@@ -123,7 +142,8 @@ impl CompiledMatch {
             [("headers", false, &spec.headers), ("without_headers", true, &spec.without_headers)]
         {
             for (raw_name, m) in list.iter() {
-                let key_path = path.field(field).key(raw_name);
+                let field_path = path.field(field);
+                let key_path = field_path.key(raw_name);
                 let name = header_name(raw_name, &key_path)?;
                 if seen.contains(&name) {
                     return Err(key_path.error(format!(
@@ -141,7 +161,8 @@ impl CompiledMatch {
         }
         let mut query = Vec::new();
         for (name, m) in spec.query_params.iter() {
-            let key_path = path.field("query_params").key(name);
+            let query_path = path.field("query_params");
+            let key_path = query_path.key(name);
             if name.is_empty() {
                 return Err(key_path.error("query parameter name must not be empty"));
             }
@@ -238,7 +259,7 @@ impl CompiledMatch {
     }
 }
 
-fn compile_uri(spec: &StringMatch, ignore_case: bool, path: &Path) -> Result<UriMatcher, ConfigError> {
+fn compile_uri(spec: &StringMatch, ignore_case: bool, path: &Path) -> Result<UriMatcher, Failed> {
     match (&spec.exact, &spec.prefix, &spec.regex) {
         // `{}` leaves Istio's default `prefix: "/"`.
         (None, None, None) => Ok(UriMatcher::Any),
@@ -250,7 +271,7 @@ fn compile_uri(spec: &StringMatch, ignore_case: bool, path: &Path) -> Result<Uri
 }
 
 /// Lowercases and checks a header name (an HTTP token, or a pseudo-header).
-pub(crate) fn header_name(raw: &str, path: &Path) -> Result<String, ConfigError> {
+pub(crate) fn header_name(raw: &str, path: &Path) -> Result<String, Failed> {
     let body = raw.strip_prefix(':').unwrap_or(raw);
     let valid = !body.is_empty() && body.bytes().all(is_token_byte);
     if !valid {

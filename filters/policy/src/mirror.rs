@@ -10,10 +10,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cluster_name::{ClusterNameTemplate, Destination};
-use crate::error::{ConfigError, Path};
+use crate::error::{ConfigError, Failed, Path};
 use crate::fault::percentage;
 use crate::http_match::HttpMatchRequest;
-use crate::json::decode;
+use crate::json::{decode, decode_struct};
 use crate::request::{HeaderSource, Request};
 use crate::virtual_host::{strip_port, Lookup, RouteSpec, RuleId, VirtualHostConfig, VirtualHosts};
 use crate::weighted::{mix64, Percentage};
@@ -40,6 +40,13 @@ pub struct MirrorConfig {
     pub virtual_hosts: Vec<VirtualHostConfig<MirrorRouteConfig>>,
 }
 
+decode_struct!(MirrorConfig {
+    version: required,
+    cluster_name_template: default,
+    max_body_bytes: default,
+    virtual_hosts: required,
+});
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorRouteConfig {
@@ -49,6 +56,8 @@ pub struct MirrorRouteConfig {
     pub mirrors: Vec<MirrorPolicyConfig>,
 }
 
+decode_struct!(MirrorRouteConfig { name: required, match_ = "match": default, mirrors: required });
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorPolicyConfig {
@@ -56,6 +65,8 @@ pub struct MirrorPolicyConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<f64>,
 }
+
+decode_struct!(MirrorPolicyConfig { destination: required, percentage: default });
 
 impl RouteSpec for MirrorRouteConfig {
     fn name(&self) -> &str {
@@ -136,6 +147,10 @@ impl CompiledMirror {
     }
 
     pub fn from_config(config: &MirrorConfig) -> Result<Self, ConfigError> {
+        Self::compile(config).map_err(|e| *e)
+    }
+
+    fn compile(config: &MirrorConfig) -> Result<Self, Failed> {
         let root = Path::root();
         let template =
             ClusterNameTemplate::parse(config.cluster_name_template.as_deref(), &root.field("cluster_name_template"))?;
@@ -192,7 +207,7 @@ fn compile_mirrors(
     route: &MirrorRouteConfig,
     path: &Path,
     template: &ClusterNameTemplate,
-) -> Result<Vec<MirrorTarget>, ConfigError> {
+) -> Result<Vec<MirrorTarget>, Failed> {
     let mirrors_path = path.field("mirrors");
     if route.mirrors.is_empty() {
         return Err(mirrors_path.error("at least one mirror is required"));

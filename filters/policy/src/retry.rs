@@ -13,7 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::duration::millis;
-use crate::error::{quote, ConfigError, Path};
+use crate::error::{join, quote, Failed, Path};
+use crate::json::decode_struct;
 
 const HTTP_RETRY_ON: &[&str] = &[
     "5xx",
@@ -42,6 +43,8 @@ pub struct RetriesConfig {
     pub retry_on: Option<String>,
 }
 
+decode_struct!(RetriesConfig { attempts: required, per_try_timeout: default, retry_on: default });
+
 /// Header values, ready to set. `None` means "do not set the header".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryHeaders {
@@ -58,7 +61,7 @@ pub struct RetryHeaders {
 }
 
 impl RetryHeaders {
-    pub(crate) fn compile(config: &RetriesConfig, path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn compile(config: &RetriesConfig, path: &Path) -> Result<Self, Failed> {
         let per_try_timeout_ms = match &config.per_try_timeout {
             Some(text) => Some(millis(&path.field("per_try_timeout"), text, false)?.to_string()),
             None => None,
@@ -98,19 +101,25 @@ impl RetryHeaders {
                 return Err(retry_on_path.error(format!(
                     "unknown retry condition {} (Envoy knows {} and gRPC {})",
                     quote(part),
-                    HTTP_RETRY_ON.join(", "),
-                    GRPC_RETRY_ON.join(", ")
+                    join(HTTP_RETRY_ON, ", "),
+                    join(GRPC_RETRY_ON, ", ")
                 )));
             }
         }
         if !codes.is_empty() && !http.contains(&"retriable-status-codes") {
             http.push("retriable-status-codes");
         }
-        let mut retriable_status_codes = codes.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let mut retriable_status_codes = String::new();
+        for code in &codes {
+            if !retriable_status_codes.is_empty() {
+                retriable_status_codes.push(',');
+            }
+            retriable_status_codes.push_str(&code.to_string());
+        }
         if config.retry_on.is_none() {
             retriable_status_codes = ISTIO_DEFAULT_STATUS_CODES.to_string();
         }
-        let joined = |list: Vec<&str>| (!list.is_empty()).then(|| list.join(","));
+        let joined = |list: Vec<&str>| (!list.is_empty()).then(|| join(&list, ","));
         Ok(RetryHeaders {
             max_retries: config.attempts.to_string(),
             retry_on: joined(http),

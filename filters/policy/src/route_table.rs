@@ -31,7 +31,7 @@ pub(crate) struct Rule<T> {
 #[derive(Debug)]
 enum Step {
     Rule(usize),
-    ExactHeader { header: Box<str>, by_value: HashMap<Box<str>, usize>, run_len: usize },
+    ExactHeader { header: Box<str>, by_value: HashMap<String, usize>, run_len: usize },
 }
 
 #[derive(Debug)]
@@ -67,7 +67,10 @@ impl<T> RouteTable<T> {
                 let mut by_value = HashMap::with_capacity(end - i);
                 for (index, rule) in rules.iter().enumerate().take(end).skip(i) {
                     if let Some((_, value)) = indexable(rule) {
-                        by_value.entry(Box::from(value)).or_insert(index);
+                        // The earliest rule with this value wins.
+                        if !by_value.contains_key(value) {
+                            by_value.insert(value.to_string(), index);
+                        }
                     }
                 }
                 steps.push(Step::ExactHeader { header: header.into(), by_value, run_len: end - i });

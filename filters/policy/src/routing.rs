@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster_name::{is_header_value, ClusterNameTemplate, Destination};
 use crate::duration::millis;
-use crate::error::{quote, ConfigError, Path};
+use crate::error::{quote, ConfigError, Failed, Path};
 use crate::header_ops::HeadersConfig;
 use crate::http_match::{header_name, path_only, HttpMatchRequest, UriMatcher};
-use crate::json::decode;
+use crate::json::{decode, decode_struct, Decode, Decoder};
 use crate::request::{HeaderSource, Request};
 use crate::retry::RetriesConfig;
 use crate::virtual_host::{Lookup, RouteSpec, RuleId, VirtualHostConfig, VirtualHosts};
@@ -45,6 +45,13 @@ pub struct RoutingConfig {
     pub virtual_hosts: Vec<VirtualHostConfig<RouteConfig>>,
 }
 
+decode_struct!(RoutingConfig {
+    version: required,
+    cluster_header: default,
+    cluster_name_template: default,
+    virtual_hosts: required,
+});
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -67,6 +74,18 @@ pub struct RouteConfig {
     pub sticky: Option<StickyConfig>,
 }
 
+decode_struct!(RouteConfig {
+    name: required,
+    match_ = "match": default,
+    route: default,
+    redirect: default,
+    rewrite: default,
+    timeout: default,
+    retries: default,
+    headers: default,
+    sticky: default,
+});
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteDestination {
@@ -76,6 +95,8 @@ pub struct RouteDestination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeadersConfig>,
 }
+
+decode_struct!(RouteDestination { destination: required, weight: default, headers: default });
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +111,8 @@ pub struct RedirectConfig {
     pub redirect_code: Option<u16>,
 }
 
+decode_struct!(RedirectConfig { uri: default, authority: default, scheme: default, redirect_code: default });
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RewriteConfig {
@@ -99,6 +122,8 @@ pub struct RewriteConfig {
     pub authority: Option<String>,
 }
 
+decode_struct!(RewriteConfig { uri: default, authority: default });
+
 /// Keeps a client on one destination of a weighted route: the pick hashes
 /// this header's or cookie's value instead of using the random draw.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -106,6 +131,21 @@ pub struct RewriteConfig {
 pub enum StickyConfig {
     Header(String),
     Cookie(String),
+}
+
+impl Decode for StickyConfig {
+    fn blank() -> Self {
+        StickyConfig::Header(String::new())
+    }
+    fn decode_into(&mut self, d: &mut Decoder<'_>, at: &Path<'_>) -> Result<(), Failed> {
+        const VARIANTS: &[&str] = &["header", "cookie"];
+        let (index, object) = d.variant(at, VARIANTS, false)?;
+        let mut name = String::new();
+        name.decode_into(d, &Path::Field(at, if index == 0 { "header" } else { "cookie" }))?;
+        d.end_variant(at, VARIANTS, object)?;
+        *self = if index == 0 { StickyConfig::Header(name) } else { StickyConfig::Cookie(name) };
+        Ok(())
+    }
 }
 
 impl RouteSpec for RouteConfig {
@@ -272,6 +312,10 @@ impl CompiledRouting {
     }
 
     pub fn from_config(config: &RoutingConfig) -> Result<Self, ConfigError> {
+        Self::compile(config).map_err(|e| *e)
+    }
+
+    fn compile(config: &RoutingConfig) -> Result<Self, Failed> {
         let root = Path::root();
         let cluster_header = match &config.cluster_header {
             Some(name) => {
@@ -299,9 +343,10 @@ impl CompiledRouting {
         let hosts = VirtualHosts::compile(&config.virtual_hosts, &root.field("virtual_hosts"), |route, path| {
             compile_action(route, path, &template, &mut intern)
         })?;
-        let owned_headers = std::iter::once(cluster_header.clone())
-            .chain(ENVOY_ROUTING_HEADERS.iter().map(|h| h.to_string()))
-            .collect();
+        let mut owned_headers = vec![cluster_header.clone()];
+        for header in ENVOY_ROUTING_HEADERS {
+            owned_headers.push(header.to_string());
+        }
         Ok(CompiledRouting { cluster_header, owned_headers, clusters, hosts })
     }
 
@@ -425,7 +470,7 @@ fn compile_action(
     path: &Path,
     template: &ClusterNameTemplate,
     intern: &mut impl FnMut(&str) -> usize,
-) -> Result<Action, ConfigError> {
+) -> Result<Action, Failed> {
     match (&route.route, &route.redirect) {
         (Some(_), Some(_)) => Err(path.error("set exactly one of route, redirect (both are set)")),
         (None, None) => Err(path.error("set exactly one of route, redirect (neither is set)")),
@@ -455,7 +500,7 @@ fn compile_forward(
     path: &Path,
     template: &ClusterNameTemplate,
     intern: &mut impl FnMut(&str) -> usize,
-) -> Result<Forward, ConfigError> {
+) -> Result<Forward, Failed> {
     let route_path = path.field("route");
     if destinations.is_empty() {
         return Err(route_path.error("at least one destination is required"));
@@ -522,7 +567,8 @@ fn compile_forward(
             Some(Sticky::Header(header_name(name, &path.field("sticky").field("header"))?))
         }
         Some(StickyConfig::Cookie(name)) => {
-            let cookie_path = path.field("sticky").field("cookie");
+            let sticky_path = path.field("sticky");
+            let cookie_path = sticky_path.field("cookie");
             if name.is_empty() || name.bytes().any(|b| b.is_ascii_control() || b" =;,\"".contains(&b)) {
                 return Err(cookie_path.error(format!("invalid cookie name {}", quote(name))));
             }
@@ -541,7 +587,7 @@ fn compile_forward(
     })
 }
 
-fn compile_redirect(config: &RedirectConfig, path: &Path) -> Result<Redirect, ConfigError> {
+fn compile_redirect(config: &RedirectConfig, path: &Path) -> Result<Redirect, Failed> {
     let status = config.redirect_code.unwrap_or(301);
     if ![301, 302, 303, 307, 308].contains(&status) {
         return Err(path
@@ -571,7 +617,7 @@ fn compile_redirect(config: &RedirectConfig, path: &Path) -> Result<Redirect, Co
     })
 }
 
-fn validate_authority(authority: &str, path: &Path) -> Result<(), ConfigError> {
+fn validate_authority(authority: &str, path: &Path) -> Result<(), Failed> {
     let valid = !authority.is_empty()
         && authority.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b));
     if valid {

@@ -3,7 +3,8 @@
 use regex_lite::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{quote, ConfigError, Path};
+use crate::error::{quote, Failed, Path};
+use crate::json::decode_struct;
 
 /// `{"exact": s}`, `{"prefix": s}` or `{"regex": s}`; `{}` means "present"
 /// (Istio turns an empty match into Envoy's `present_match`).
@@ -17,6 +18,8 @@ pub struct StringMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
 }
+
+decode_struct!(StringMatch { exact: default, prefix: default, regex: default });
 
 /// Bounds on regex compilation, so a hostile or careless config cannot stall
 /// `on_configure` or balloon the VM's memory. Envoy itself refuses RE2
@@ -39,7 +42,7 @@ pub(crate) enum StringMatcher {
 }
 
 impl StringMatcher {
-    pub(crate) fn compile(spec: &StringMatch, path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn compile(spec: &StringMatch, path: &Path) -> Result<Self, Failed> {
         match (&spec.exact, &spec.prefix, &spec.regex) {
             (None, None, None) => Ok(StringMatcher::Present),
             (Some(exact), None, None) => Ok(StringMatcher::Exact(exact.as_str().into())),
@@ -81,7 +84,7 @@ impl StringMatcher {
 /// like `a)|(b` is refused instead of being silently rebalanced by the
 /// wrapper. regex-lite implements RE2's syntax minus Unicode classes
 /// (`\pL`) and Unicode-aware `(?i)`; those are refused with its message.
-pub(crate) fn compile_full_match(pattern: &str, path: &Path) -> Result<FullMatchRegex, ConfigError> {
+pub(crate) fn compile_full_match(pattern: &str, path: &Path) -> Result<FullMatchRegex, Failed> {
     if pattern.is_empty() {
         // Envoy's RegexMatcher.regex has min_len 1.
         return Err(path.error("regex must not be empty"));
@@ -129,8 +132,9 @@ fn literal_prefix(pattern: &str) -> &str {
     if pattern.contains('|') {
         return "";
     }
-    let meta = |c: char| "\\.+*?()[]{}^$".contains(c);
-    let end = pattern.find(meta).unwrap_or(pattern.len());
+    // Bytes, not chars: the metacharacters are ASCII, and `str::contains`
+    // with a variable `char` would link core's substring searcher.
+    let end = pattern.bytes().position(|b| b"\\.+*?()[]{}^$".contains(&b)).unwrap_or(pattern.len());
     let prefix = pattern.get(..end).unwrap_or("");
     match pattern.get(end..).and_then(|rest| rest.chars().next()) {
         Some('*' | '?' | '{' | '+') => match prefix.char_indices().last() {

@@ -18,8 +18,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{quote, ConfigError, Path};
+use crate::error::{quote, Failed, Path};
 use crate::http_match::{CompiledMatch, HttpMatchRequest};
+use crate::json::{Decode, Decoder, Fields};
 use crate::request::{HeaderSource, Request};
 use crate::route_table::{Hit, RouteTable, Rule};
 use crate::string_match::{program_size_estimate, MAX_TOTAL_REGEX_PROGRAM_SIZE};
@@ -30,6 +31,25 @@ pub struct VirtualHostConfig<R> {
     pub name: String,
     pub domains: Vec<String>,
     pub routes: Vec<R>,
+}
+
+impl<R: Decode> Decode for VirtualHostConfig<R> {
+    fn blank() -> Self {
+        VirtualHostConfig { name: String::new(), domains: Vec::new(), routes: Vec::new() }
+    }
+    fn decode_into(&mut self, d: &mut Decoder<'_>, at: &Path<'_>) -> Result<(), Failed> {
+        d.fields(at, &["name", "domains", "routes"], &[true; 3], self)
+    }
+}
+
+impl<R: Decode> Fields for VirtualHostConfig<R> {
+    fn decode_field(&mut self, index: usize, d: &mut Decoder<'_>, at: &Path<'_>) -> Result<(), Failed> {
+        match index {
+            0 => self.name.decode_into(d, at),
+            1 => self.domains.decode_into(d, at),
+            _ => self.routes.decode_into(d, at),
+        }
+    }
 }
 
 /// What every filter's route shares: a name and Istio match blocks.
@@ -89,8 +109,8 @@ impl<T> VirtualHosts<T> {
     pub(crate) fn compile<R: RouteSpec>(
         configs: &[VirtualHostConfig<R>],
         path: &Path,
-        mut compile_action: impl FnMut(&R, &Path) -> Result<T, ConfigError>,
-    ) -> Result<Self, ConfigError> {
+        mut compile_action: impl FnMut(&R, &Path) -> Result<T, Failed>,
+    ) -> Result<Self, Failed> {
         // No virtual hosts is valid: the filter manages nothing and every
         // request passes untouched. xds-ext sends this to a workload that no
         // policy selects, so its Envoy's ECDS subscription still completes.
@@ -105,13 +125,13 @@ impl<T> VirtualHosts<T> {
             rule_locations: Vec::new(),
         };
         let mut domain_owner: HashMap<String, usize> = HashMap::new();
-        let mut host_names: HashMap<&str, usize> = HashMap::new();
+        let mut host_names: HashMap<String, usize> = HashMap::new();
         for (host_index, config) in configs.iter().enumerate() {
             let host_path = path.index(host_index);
             if config.name.is_empty() {
                 return Err(host_path.field("name").error("name must not be empty"));
             }
-            if let Some(first) = host_names.insert(&config.name, host_index) {
+            if let Some(first) = host_names.insert(config.name.clone(), host_index) {
                 return Err(host_path.field("name").error(format!(
                     "virtual host name {} is already used by virtual_hosts[{first}]",
                     quote(&config.name)
@@ -121,7 +141,8 @@ impl<T> VirtualHosts<T> {
                 return Err(host_path.field("domains").error("at least one domain is required"));
             }
             for (domain_index, raw) in config.domains.iter().enumerate() {
-                let domain_path = host_path.field("domains").index(domain_index);
+                let domains_path = host_path.field("domains");
+                let domain_path = domains_path.index(domain_index);
                 let domain = validate_domain(raw, &domain_path)?;
                 if let Some(owner) = domain_owner.insert(domain.clone(), host_index) {
                     return Err(domain_path.error(format!(
@@ -144,14 +165,14 @@ impl<T> VirtualHosts<T> {
                 return Err(routes_path.error("at least one route is required"));
             }
             let mut rules = Vec::with_capacity(config.routes.len());
-            let mut route_names: HashMap<&str, usize> = HashMap::new();
+            let mut route_names: HashMap<String, usize> = HashMap::new();
             for (route_index, route) in config.routes.iter().enumerate() {
                 let route_path = routes_path.index(route_index);
                 let name = route.name();
                 if name.is_empty() {
                     return Err(route_path.field("name").error("name must not be empty"));
                 }
-                if let Some(first) = route_names.insert(name, route_index) {
+                if let Some(first) = route_names.insert(name.to_string(), route_index) {
                     return Err(route_path.field("name").error(format!(
                         "route name {} is already used by routes[{first}] of this virtual host",
                         quote(name)
@@ -168,9 +189,8 @@ impl<T> VirtualHosts<T> {
             }
             out.hosts.push(VirtualHost { name: config.name.clone(), table: RouteTable::new(rules) });
         }
-        // Longest first; ties keep config order (stable sort).
-        out.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        out.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        longest_first(&mut out.suffixes);
+        longest_first(&mut out.prefixes);
         Ok(out)
     }
 
@@ -233,7 +253,7 @@ impl<T> VirtualHosts<T> {
 
 /// Refuses a config whose regexes together would take too long to compile,
 /// before compiling any of them.
-fn check_regex_budget<R: RouteSpec>(configs: &[VirtualHostConfig<R>], path: &Path) -> Result<(), ConfigError> {
+fn check_regex_budget<R: RouteSpec>(configs: &[VirtualHostConfig<R>], path: &Path) -> Result<(), Failed> {
     let mut total = 0usize;
     for (h, host) in configs.iter().enumerate() {
         for (r, route) in host.routes.iter().enumerate() {
@@ -250,6 +270,37 @@ fn check_regex_budget<R: RouteSpec>(configs: &[VirtualHostConfig<R>], path: &Pat
         }
     }
     Ok(())
+}
+
+/// Sorts (pattern, index) pairs longest pattern first, then by index.
+/// Lists are built in config order with non-decreasing indexes, so this is
+/// the order a stable sort by length gives, up to entries with equal length
+/// and index, which are interchangeable. A heapsort: O(n log n) on any
+/// input, and a few hundred bytes of wasm where `slice::sort` is ~4 KB.
+pub(crate) fn longest_first(list: &mut [(String, usize)]) {
+    // `a` goes after `b` (is "greater").
+    let after = |a: &(String, usize), b: &(String, usize)| (b.0.len(), a.1) > (a.0.len(), b.1);
+    let sift_down = |list: &mut [(String, usize)], mut root: usize, end: usize| loop {
+        let mut child = 2 * root + 1;
+        if child >= end {
+            break;
+        }
+        if child + 1 < end && after(&list[child + 1], &list[child]) {
+            child += 1;
+        }
+        if !after(&list[child], &list[root]) {
+            break;
+        }
+        list.swap(root, child);
+        root = child;
+    };
+    for root in (0..list.len() / 2).rev() {
+        sift_down(list, root, list.len());
+    }
+    for end in (1..list.len()).rev() {
+        list.swap(0, end);
+        sift_down(list, 0, end);
+    }
 }
 
 /// The host part of `host:port` / `[v6]:port`, when a numeric port is present
@@ -270,7 +321,7 @@ pub(crate) fn strip_port(authority: &str) -> Option<&str> {
 
 /// Envoy's domain rules: `*` alone, or one `*` at the start or the end;
 /// lowercased; no whitespace or control characters.
-fn validate_domain(raw: &str, path: &Path) -> Result<String, ConfigError> {
+fn validate_domain(raw: &str, path: &Path) -> Result<String, Failed> {
     if raw.is_empty() {
         return Err(path.error("domain must not be empty"));
     }
@@ -286,4 +337,29 @@ fn validate_domain(raw: &str, path: &Path) -> Result<String, ConfigError> {
         )));
     }
     Ok(raw.to_ascii_lowercase())
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Same lookup order as a stable sort by length, for lists built the
+        // way `compile` builds them (indexes non-decreasing).
+        #[test]
+        fn longest_first_matches_a_stable_sort(mut list in prop::collection::vec(("[a-c]{0,4}", 0usize..3), 0..40)) {
+            list.sort_by_key(|(_, index)| *index);
+            let mut stable = list.clone();
+            stable.sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.len()));
+            longest_first(&mut list);
+            let key = |l: &[(String, usize)]| l.iter().map(|(p, i)| (p.len(), *i)).collect::<Vec<_>>();
+            prop_assert_eq!(key(&list), key(&stable));
+            let mut sorted_input = list.clone();
+            sorted_input.sort();
+            let mut sorted_stable = stable.clone();
+            sorted_stable.sort();
+            prop_assert_eq!(sorted_input, sorted_stable);
+        }
+    }
 }

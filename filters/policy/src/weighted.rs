@@ -71,7 +71,7 @@ impl Percentage {
     /// `value` must be finite and within 0..=100.
     pub fn new(value: f64) -> Result<Self, String> {
         if !value.is_finite() || !(0.0..=100.0).contains(&value) {
-            return Err(format!("percentage {value} is not within 0..=100"));
+            return Err(format!("percentage {} is not within 0..=100", decimal(value)));
         }
         // `as` saturates and value*10000 <= 1e6 anyway.
         Ok(Percentage { per_million: (value * 10_000.0) as u32 })
@@ -88,4 +88,40 @@ impl Percentage {
         let bucket = (u128::from(random) * u128::from(Self::MILLION)) >> 64;
         bucket < u128::from(self.per_million)
     }
+}
+
+/// `value` for a message, without core's float formatting (about 11 KB of
+/// every module that formats an `f64`): up to nine decimals, trailing zeros
+/// dropped (`101`, `-0.5`, `0.123456789`); beyond 10^15 in `1.5e300` form.
+pub(crate) fn decimal(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".to_string();
+    }
+    let mut out = String::new();
+    if value < 0.0 {
+        out.push('-');
+    }
+    let mut magnitude = value.abs();
+    if magnitude.is_infinite() {
+        out.push_str("inf");
+        return out;
+    }
+    let mut exponent = 0;
+    while magnitude >= 1e15 {
+        magnitude /= 10.0;
+        exponent += 1;
+    }
+    let scaled = (magnitude * 1e9 + 0.5) as u64;
+    out.push_str(&(scaled / 1_000_000_000).to_string());
+    let fraction = scaled % 1_000_000_000;
+    if fraction != 0 {
+        let digits = format!("{:09}", fraction);
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    if exponent != 0 {
+        out.push('e');
+        out.push_str(&exponent.to_string());
+    }
+    out
 }
