@@ -82,7 +82,7 @@ impl<R: Render> ExtensionConfigDiscoveryService for Ecds<R> {
     ) -> Result<Response<Self::StreamExtensionConfigsStream>, Status> {
         let permit = self.permit()?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(run_sotw(self.shared.clone(), request.into_inner(), tx, permit));
+        tokio::spawn(run_stream::<R, Sotw>(self.shared.clone(), request.into_inner(), tx, permit));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -92,7 +92,7 @@ impl<R: Render> ExtensionConfigDiscoveryService for Ecds<R> {
     ) -> Result<Response<Self::DeltaExtensionConfigsStream>, Status> {
         let permit = self.permit()?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(run_delta(self.shared.clone(), request.into_inner(), tx, permit));
+        tokio::spawn(run_stream::<R, Delta>(self.shared.clone(), request.into_inner(), tx, permit));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -247,10 +247,79 @@ async fn next_event<T, R: Render>(
     }
 }
 
-async fn run_sotw<R: Render>(
+/// What differs between the state-of-the-world and the delta protocol; the
+/// stream loop in [`run_stream`] is the same for both.
+trait Protocol {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    /// Names the protocol in logs and the per-proxy view.
+    const KIND: &'static str;
+    fn type_url(request: &Self::Request) -> &str;
+    fn node(request: &Self::Request) -> Option<&Node>;
+    /// Applies a request; false if it was stale and ignored.
+    fn apply<R: Render>(s: &mut Session<R>, request: Self::Request) -> bool;
+    /// The resources to send now, each send's response built from them.
+    fn pending<R: Render>(s: &mut Session<R>) -> Vec<Arc<Built>>;
+    fn response(resources: &[Arc<Built>], nonce: String) -> Self::Response;
+}
+
+struct Sotw;
+
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const KIND: &'static str = "sotw";
+    fn type_url(request: &DiscoveryRequest) -> &str {
+        &request.type_url
+    }
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+    fn apply<R: Render>(s: &mut Session<R>, request: DiscoveryRequest) -> bool {
+        sotw_request(s, request)
+    }
+    /// Any change means the full state goes out again.
+    fn pending<R: Render>(s: &mut Session<R>) -> Vec<Arc<Built>> {
+        if s.state.changed(s.resources()).is_empty() {
+            Vec::new()
+        } else {
+            s.state.full_state(s.resources())
+        }
+    }
+    fn response(resources: &[Arc<Built>], nonce: String) -> DiscoveryResponse {
+        sotw_response(resources, nonce)
+    }
+}
+
+struct Delta;
+
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const KIND: &'static str = "delta";
+    fn type_url(request: &DeltaDiscoveryRequest) -> &str {
+        &request.type_url
+    }
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+    fn apply<R: Render>(s: &mut Session<R>, request: DeltaDiscoveryRequest) -> bool {
+        delta_request(s, request);
+        true
+    }
+    /// Only what changed goes out.
+    fn pending<R: Render>(s: &mut Session<R>) -> Vec<Arc<Built>> {
+        s.state.changed(s.resources())
+    }
+    fn response(resources: &[Arc<Built>], nonce: String) -> DeltaDiscoveryResponse {
+        delta_response(resources, nonce)
+    }
+}
+
+async fn run_stream<R: Render, P: Protocol>(
     shared: Arc<Shared<R>>,
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    mut inbound: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
     _permit: OwnedSemaphorePermit,
 ) {
     let mut generation = shared.generation.clone();
@@ -267,7 +336,7 @@ async fn run_sotw<R: Render>(
                 generation_at = Some(g.at);
             }
             Event::Request(request) => {
-                if let Err(status) = check_type(&request.type_url) {
+                if let Err(status) = check_type(P::type_url(&request)) {
                     let _ = tx.send(Err(status)).await;
                     break;
                 }
@@ -275,7 +344,7 @@ async fn run_sotw<R: Render>(
                     Some(s) => s,
                     None => {
                         generation.borrow_and_update();
-                        match Session::open(shared.clone(), request.node.as_ref(), "sotw") {
+                        match Session::open(shared.clone(), P::node(&request), P::KIND) {
                             Ok(s) => session.insert(s),
                             Err(status) => {
                                 let _ = tx.send(Err(status)).await;
@@ -284,17 +353,17 @@ async fn run_sotw<R: Render>(
                         }
                     }
                 };
-                if !sotw_request(s, request) {
+                if !P::apply(s, request) {
                     continue;
                 }
             }
         }
         let Some(s) = session.as_mut() else { continue };
-        if !s.state.changed(s.resources()).is_empty() {
-            let full = s.state.full_state(s.resources());
-            let nonce = s.state.record_sent(full.clone());
-            s.sent(full.len(), generation_at);
-            if tx.send(Ok(sotw_response(&full, nonce))).await.is_err() {
+        let pending = P::pending(s);
+        if !pending.is_empty() {
+            let nonce = s.state.record_sent(pending.clone());
+            s.sent(pending.len(), generation_at);
+            if tx.send(Ok(P::response(&pending, nonce))).await.is_err() {
                 break;
             }
         }
@@ -324,59 +393,6 @@ fn sotw_request<R: Render>(s: &mut Session<R>, request: DiscoveryRequest) -> boo
         }
     }
     true
-}
-
-async fn run_delta<R: Render>(
-    shared: Arc<Shared<R>>,
-    mut inbound: Streaming<DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    _permit: OwnedSemaphorePermit,
-) {
-    let mut generation = shared.generation.clone();
-    let mut shutdown = shared.shutdown.clone();
-    let mut session: Option<Session<R>> = None;
-    loop {
-        let mut generation_at = None;
-        match next_event(&mut inbound, &mut generation, &mut shutdown, &session).await {
-            Event::End => break,
-            Event::Generation(g) => {
-                if let Some(s) = session.as_mut() {
-                    s.refresh(g.id);
-                }
-                generation_at = Some(g.at);
-            }
-            Event::Request(request) => {
-                if let Err(status) = check_type(&request.type_url) {
-                    let _ = tx.send(Err(status)).await;
-                    break;
-                }
-                let s = match session.as_mut() {
-                    Some(s) => s,
-                    None => {
-                        generation.borrow_and_update();
-                        match Session::open(shared.clone(), request.node.as_ref(), "delta") {
-                            Ok(s) => session.insert(s),
-                            Err(status) => {
-                                let _ = tx.send(Err(status)).await;
-                                break;
-                            }
-                        }
-                    }
-                };
-                delta_request(s, request);
-            }
-        }
-        let Some(s) = session.as_mut() else { continue };
-        let changed = s.state.changed(s.resources());
-        if !changed.is_empty() {
-            let nonce = s.state.record_sent(changed.clone());
-            s.sent(changed.len(), generation_at);
-            if tx.send(Ok(delta_response(&changed, nonce))).await.is_err() {
-                break;
-            }
-        }
-        s.publish();
-    }
 }
 
 fn delta_request<R: Render>(s: &mut Session<R>, request: DeltaDiscoveryRequest) {
