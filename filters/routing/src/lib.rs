@@ -73,6 +73,8 @@ struct State {
     config: CompiledRouting,
     stats: Stats,
     rng: Rng,
+    /// `<virtual host>/<route>` per rule, for the filter state.
+    route_ids: Vec<String>,
 }
 
 struct RoutingRoot {
@@ -88,7 +90,8 @@ impl RootContext for RoutingRoot {
             return false;
         };
         let stats = Stats::define(&config);
-        self.state = Some(Rc::new(State { config, stats, rng: Rng::from_host_time(self.context_id) }));
+        let route_ids = config.rule_names().iter().map(|id| format!("{}/{}", id.virtual_host, id.rule)).collect();
+        self.state = Some(Rc::new(State { config, stats, rng: Rng::from_host_time(self.context_id), route_ids }));
         true
     }
 
@@ -145,8 +148,8 @@ impl RoutingHttp {
         if route.header_ops.iter().any(|ops| !ops.response.is_empty()) {
             self.response_ops = Some((route.rule_index, route.destination_index));
         }
-        let route_id = format!("{}/{}", route.virtual_host, route.rule);
-        if let Err(status) = hostcalls::set_property(vec![ROUTE_PROPERTY], Some(route_id.as_bytes())) {
+        let route_id = self.state.route_ids.get(route.rule_index).map(String::as_bytes);
+        if let Err(status) = hostcalls::set_property(vec![ROUTE_PROPERTY], route_id) {
             log(LogLevel::Warn, &format!("switchyard.routing: cannot set filter state {ROUTE_PROPERTY}: {status:?}"));
         }
         clear_route_cache();
