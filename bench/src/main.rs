@@ -12,6 +12,7 @@ mod profile;
 mod report;
 mod stats;
 mod sys;
+mod xds;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -26,6 +27,7 @@ use crate::load::{LoadResult, Oha, Shape};
 
 const USAGE: &str = "\
 switchyard-bench [--quick] [options]
+switchyard-bench xds [--streams 1000,5000,10000] [options]
 
 Runs every arm (plain, native, switchyard, chain) in its own identical Envoy
 (--concurrency 1, pinned to one core; load and upstream on another), open loop
@@ -41,7 +43,17 @@ plus SVG plots.
   --delay-concurrency N  requests in flight in the fault delay test (500)
   --out DIR           results directory (bench/results)
   --name NAME         report file stem (default: <date> or <date>-quick)
-  --only PART         run only `main` (the rate scenarios, RSS) or `delay`
+  --only PART         run only `main` (the rate scenarios, RSS), `delay` or
+                      `xds` (the xds-ext scale scenario; same as the `xds`
+                      subcommand)
+  --xds-streams LIST  simulated ECDS streams per xds-ext point, comma-separated,
+                      or `none` (full: 1000,5000,10000; quick: 1000); `--streams`
+                      after `xds`
+  --xds-rounds N      VirtualService edits per point (full: 4, quick: 2)
+  --xds-per-conn N    streams multiplexed per HTTP/2 connection (100)
+  --xds-label-sets N  distinct (app, version) label sets over the streams (50)
+  --xds-timeout SECS  longest wait for one edit to reach every stream (30)
+  --xds-ext PATH      the xds-ext binary (default target/debug/xds-ext)
   --max-other PCT      repeat a window in which other processes used more than
                       PCT % of the Envoy core (25) ...
   --retries N         ... at most N times (full: 2, quick: 0), then keep it
@@ -73,12 +85,17 @@ pub struct Opts {
     pub profile: bool,
     pub max_other_pct: f64,
     pub retries: u32,
+    pub xds: xds::XdsOpts,
 }
 
 impl Opts {
     fn parse(args: impl Iterator<Item = String>) -> Result<Opts> {
-        let args: Vec<String> = args.collect();
+        let mut args: Vec<String> = args.collect();
         let quick = args.iter().any(|a| a == "--quick");
+        let xds_only = args.first().is_some_and(|a| a == "xds");
+        if xds_only {
+            args.remove(0);
+        }
         let mut o = Opts {
             quick,
             reps: if quick { 3 } else { 7 },
@@ -97,7 +114,18 @@ impl Opts {
             profile: true,
             max_other_pct: 25.0,
             retries: if quick { 0 } else { 2 },
+            xds: xds::XdsOpts {
+                streams: if quick { vec![1000] } else { vec![1000, 5000, 10000] },
+                rounds: if quick { 2 } else { 4 },
+                per_conn: 100,
+                label_sets: 50,
+                timeout: Duration::from_secs(30),
+                xds_ext: None,
+            },
         };
+        if xds_only {
+            o.only = Some("xds".into());
+        }
         let mut it = args.into_iter();
         while let Some(a) = it.next() {
             let mut val = |flag: &str| it.next().with_context(|| format!("{flag} needs a value"));
@@ -120,6 +148,14 @@ impl Opts {
                 "--envoy" => o.envoy = Some(PathBuf::from(val("--envoy")?)),
                 "--oha" => o.oha = Some(PathBuf::from(val("--oha")?)),
                 "--only" => o.only = Some(val("--only")?),
+                "--xds-streams" | "--streams" => o.xds.streams = xds::parse_streams(&val("--xds-streams")?)?,
+                "--xds-rounds" => o.xds.rounds = val("--xds-rounds")?.parse().context("--xds-rounds")?,
+                "--xds-per-conn" => o.xds.per_conn = val("--xds-per-conn")?.parse().context("--xds-per-conn")?,
+                "--xds-label-sets" => {
+                    o.xds.label_sets = val("--xds-label-sets")?.parse().context("--xds-label-sets")?
+                }
+                "--xds-timeout" => o.xds.timeout = secs(&val("--xds-timeout")?)?,
+                "--xds-ext" => o.xds.xds_ext = Some(PathBuf::from(val("--xds-ext")?)),
                 "--report-from" => o.report_from = Some(PathBuf::from(val("--report-from")?)),
                 "-h" | "--help" => {
                     print!("{USAGE}");
@@ -129,9 +165,12 @@ impl Opts {
             }
         }
         if let Some(only) = &o.only {
-            if only != "main" && only != "delay" {
-                bail!("--only takes `main` or `delay`, not {only:?}");
+            if only != "main" && only != "delay" && only != "xds" {
+                bail!("--only takes `main`, `delay` or `xds`, not {only:?}");
             }
+        }
+        if o.xds.per_conn == 0 || o.xds.label_sets == 0 || o.xds.streams.contains(&0) {
+            bail!("--xds-per-conn, --xds-label-sets and the stream counts must be positive");
         }
         if o.reps == 0 || o.connections == 0 || o.delay_concurrency == 0 || o.rate <= 0.0 {
             bail!("--reps, --connections, --delay-concurrency and --rate must be positive");
@@ -224,6 +263,9 @@ pub struct RunData {
     /// perf's split of one window per scenario arm (empty without perf).
     #[serde(default)]
     pub profiles: Vec<profile::Profile>,
+    /// The xds-ext scale scenario: one point per stream count.
+    #[serde(default)]
+    pub xds: Vec<xds::XdsPoint>,
 }
 
 fn main() -> ExitCode {
@@ -470,6 +512,9 @@ fn run() -> Result<()> {
     let started = sys::now_utc();
     let loadavg_start = sys::loadavg1();
     let root = workspace_root();
+    if opts.only.as_deref() == Some("xds") {
+        return run_xds_only(&opts, &root, started_at, started, loadavg_start);
+    }
 
     let envoy_bin =
         find_tool(opts.envoy.clone(), "SWITCHYARD_ENVOY", root.join(".tools/bin/envoy"), "", "run `make setup`")?;
@@ -625,6 +670,9 @@ fn run() -> Result<()> {
     }
     drop(upstream);
 
+    // --- xds-ext scale: simulated ECDS streams ------------------------------
+    let xds_points = if part("xds") { xds::run(&opts.xds, &root, &scratch)? } else { Vec::new() };
+
     let finished = sys::now_utc();
     let name = opts.name.clone().unwrap_or_else(|| {
         let date = sys::today_utc();
@@ -674,6 +722,59 @@ fn run() -> Result<()> {
         rss,
         wasm_bytes: arms::wasm_sizes(&modules.dir),
         profiles,
+        xds: xds_points,
+    };
+    let out = opts.out.clone().unwrap_or_else(|| root.join("bench/results"));
+    let written = report::write(&data, &out)?;
+    eprintln!("\n{}", written.summary);
+    eprintln!("report: {}\n        {}", written.markdown.display(), written.json.display());
+    Ok(())
+}
+
+/// `switchyard-bench xds`: only the xds-ext scale scenario (no Envoy, no oha).
+fn run_xds_only(opts: &Opts, root: &Path, started_at: Instant, started: String, loadavg_start: f64) -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let _scratch_guard = ScratchDir(scratch.clone());
+    let points = xds::run(&opts.xds, root, &scratch)?;
+    let name = opts.name.clone().unwrap_or_else(|| format!("{}-xds", sys::today_utc()));
+    let data = RunData {
+        meta: Meta {
+            name,
+            variant: "xds".into(),
+            started,
+            finished: sys::now_utc(),
+            duration_s: started_at.elapsed().as_secs_f64(),
+            reps: 0,
+            window_s: 0.0,
+            warmup_s: 0.0,
+            rate: opts.rate,
+            connections: 0,
+            delay_concurrency: 0,
+            delay_ms: arms::DELAY_MS,
+            pinned: false,
+            envoy_core: None,
+            load_core: None,
+            cpus: sys::allowed_cpus().len(),
+            envoy_version: String::new(),
+            oha_version: String::new(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+            loadavg_start,
+            loadavg_end: sys::loadavg1(),
+            cpu_source: "/proc/<pid>/task/*/schedstat (ns); /proc/<pid>/stat utime+stime kept alongside".into(),
+            git_commit: command_text(
+                Path::new("git"),
+                &["-C", &root.display().to_string(), "rev-parse", "--short", "HEAD"],
+            ),
+            max_other_pct: opts.max_other_pct,
+            retries: 0,
+        },
+        series: Vec::new(),
+        windows: Vec::new(),
+        rss: Vec::new(),
+        wasm_bytes: Vec::new(),
+        profiles: Vec::new(),
+        xds: points,
     };
     let out = opts.out.clone().unwrap_or_else(|| root.join("bench/results"));
     let written = report::write(&data, &out)?;

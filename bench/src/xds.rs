@@ -1,0 +1,637 @@
+//! The xds-ext scale scenario (issue 7): N simulated ECDS clients against the
+//! real `xds-ext serve`, over the real gRPC protocol.
+//!
+//! Each simulated proxy opens one state-of-the-world `StreamExtensionConfigs`
+//! stream (many streams multiplexed over one HTTP/2 connection per
+//! `--xds-per-conn` streams), with a distinct node id and Istio metadata drawn
+//! from a modest number of label sets, subscribes to `switchyard.routing` and
+//! ACKs every response. Once all are synced, the bookinfo VirtualService is
+//! edited (jason's subset v2 → v3 and back) and each stream's time from the
+//! file write to receiving the new version and queueing its ACK is recorded.
+//! xds-ext's directory watch (polled every 100 ms, 100 ms of quiet before a
+//! reload) is part of that latency.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_client::ExtensionConfigDiscoveryServiceClient;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::load::f64_or_nan;
+use crate::sys;
+
+pub const RESOURCE: &str = "switchyard.routing";
+pub const TYPE_URL: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+/// The bookinfo files in the served config directory; the last one is edited.
+const BOOKINFO: [&str; 3] = ["services.yaml", "destination-rule-all.yaml", VIRTUAL_SERVICE];
+const VIRTUAL_SERVICE: &str = "virtual-service-reviews-test-v2.yaml";
+const APPS: [&str; 5] = ["productpage", "details", "ratings", "reviews", "httpbin"];
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct XdsOpts {
+    /// Stream counts, one xds-ext process each.
+    pub streams: Vec<usize>,
+    /// VirtualService edits per stream count.
+    pub rounds: usize,
+    /// Streams per HTTP/2 connection.
+    pub per_conn: usize,
+    /// Distinct (app, version) label sets over the streams.
+    pub label_sets: usize,
+    /// Longest wait for all streams to sync or to see one change.
+    pub timeout: Duration,
+    pub xds_ext: Option<PathBuf>,
+}
+
+/// One VirtualService edit, over all streams.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct XdsRound {
+    pub round: usize,
+    /// e.g. `jason v2 → v3`.
+    pub change: String,
+    /// Streams that received and ACKed the new version within the timeout.
+    pub acked: usize,
+    pub missing: usize,
+    /// Responses received in the round beyond one per stream (0 expected).
+    pub extra_pushes: usize,
+    /// File write → response received and ACK queued, over the streams, ms.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub min_ms: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub p50_ms: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub p99_ms: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub max_ms: f64,
+}
+
+/// One stream count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct XdsPoint {
+    /// The xds-ext binary measured (a debug or a release build).
+    #[serde(default)]
+    pub xds_ext: String,
+    pub streams: usize,
+    pub connections: usize,
+    pub label_sets: usize,
+    /// First stream opened → every stream's first response ACKed, s.
+    pub sync_s: f64,
+    /// xds-ext CPU over the sync, s.
+    pub sync_cpu_s: f64,
+    pub rounds: Vec<XdsRound>,
+    /// The measured window (all rounds, with their pauses), s.
+    pub window_s: f64,
+    /// xds-ext CPU over the window, s (schedstat, else /proc/<pid>/stat).
+    pub cpu_s: f64,
+    /// The same from /proc/<pid>/stat utime+stime.
+    pub cpu_stat_s: f64,
+    /// The bench's own CPU over the window (the simulated clients share the machine), s.
+    pub client_cpu_s: f64,
+    /// xds-ext VmRSS once all streams are synced, MiB.
+    pub rss_synced_mib: f64,
+    /// xds-ext VmRSS after the rounds, MiB.
+    pub rss_mib: f64,
+    /// xds-ext VmHWM after the rounds, MiB.
+    pub hwm_mib: f64,
+}
+
+impl XdsPoint {
+    /// The round with the highest p99 (the one a target is judged on).
+    pub fn worst(&self) -> Option<&XdsRound> {
+        self.rounds.iter().max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+    }
+    pub fn missing(&self) -> usize {
+        self.rounds.iter().map(|r| r.missing).sum()
+    }
+}
+
+/// `1000,5000,10000` (or `none`) into stream counts.
+pub fn parse_streams(s: &str) -> Result<Vec<usize>> {
+    if s.is_empty() || s == "none" || s == "0" {
+        return Ok(Vec::new());
+    }
+    s.split(',').map(|p| p.trim().parse::<usize>().with_context(|| format!("{p:?} is not a stream count"))).collect()
+}
+
+/// Raises the soft open-files limit to the hard one (children inherit it).
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write/read the struct passed, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Runs every stream count of `opts`, each against a fresh xds-ext.
+pub fn run(opts: &XdsOpts, root: &Path, scratch: &Path) -> Result<Vec<XdsPoint>> {
+    if opts.streams.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bin = opts.xds_ext.clone().unwrap_or_else(|| root.join("target/debug/xds-ext"));
+    if !sys::is_executable(&bin) {
+        bail!("{} not found: run `make build` (or pass --xds-ext)", bin.display());
+    }
+    let modules = root.join("target/switchyard");
+    let nofile = raise_nofile();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let mut points = Vec::new();
+    for &n in &opts.streams {
+        let need = (n / opts.per_conn.max(1) + 64) as u64;
+        if nofile < need {
+            eprintln!("  note: open-files limit {nofile} may be too low for {n} streams");
+        }
+        eprintln!(
+            "xds-ext scale: {n} ECDS streams, {} per connection, {} label sets, {} rounds …",
+            opts.per_conn, opts.label_sets, opts.rounds
+        );
+        let dir = scratch.join(format!("xds-{n}"));
+        let point = runtime.block_on(point(opts, n, &bin, &modules, root, &dir))?;
+        for r in &point.rounds {
+            eprintln!(
+                "  [xds {n}] round {} ({}): p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  acked {}/{}{}",
+                r.round + 1,
+                r.change,
+                r.p50_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.acked,
+                n,
+                if r.extra_pushes > 0 { format!("  ({} extra pushes)", r.extra_pushes) } else { String::new() }
+            );
+        }
+        eprintln!(
+            "  [xds {n}] synced in {:.1} s; xds-ext CPU {:.2} s over {:.1} s; RSS {:.1} MiB (synced {:.1}, peak {:.1})",
+            point.sync_s, point.cpu_s, point.window_s, point.rss_mib, point.rss_synced_mib, point.hwm_mib
+        );
+        points.push(point);
+    }
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(points)
+}
+
+/// The xds-ext child: stopped (SIGTERM, then SIGKILL) when dropped; its
+/// stderr is drained by a thread that keeps the last lines.
+struct XdsExt {
+    child: Child,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl XdsExt {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn log_tail(&self) -> String {
+        self.tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for XdsExt {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_xds_ext(bin: &Path, config_dir: &Path, modules: &Path) -> Result<(XdsExt, String)> {
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .arg("--config-dir")
+        .arg(config_dir)
+        .args(["--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--modules"])
+        .arg(modules)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stderr = child.stderr.take().context("xds-ext stderr")?;
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let keep = tail.clone();
+    std::thread::spawn(move || {
+        // Every stream logs a line on connect: keep draining, keep the tail.
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if let Some(addr) = line.split_once("grpc listening on ").map(|(_, a)| a.trim().to_string()) {
+                let _ = tx.send(addr);
+            }
+            if let Ok(mut t) = keep.lock() {
+                if t.len() == 30 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        }
+    });
+    let proc = XdsExt { child, tail };
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| anyhow::anyhow!("xds-ext printed no `grpc listening on` line in 30 s\n{}", proc.log_tail()))?;
+    Ok((proc, addr))
+}
+
+fn node(i: usize, label_sets: usize) -> Node {
+    let set = i % label_sets.max(1);
+    let app = APPS[set % APPS.len()];
+    let version = format!("v{}", set / APPS.len() + 1);
+    let s = |v: &str| Value { kind: Some(Kind::StringValue(v.to_string())) };
+    let labels = Struct { fields: [("app".to_string(), s(app)), ("version".to_string(), s(&version))].into() };
+    let metadata = Struct {
+        fields: [
+            ("NAMESPACE".to_string(), s("default")),
+            ("WORKLOAD_NAME".to_string(), s(&format!("{app}-{version}"))),
+            ("LABELS".to_string(), Value { kind: Some(Kind::StructValue(labels)) }),
+        ]
+        .into(),
+    };
+    Node {
+        id: format!(
+            "sidecar~10.{}.{}.{}~{app}-{version}-{i}.default~default.svc.cluster.local",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ),
+        cluster: format!("{app}.default"),
+        metadata: Some(metadata),
+        ..Default::default()
+    }
+}
+
+enum Event {
+    /// A response with resources arrived and its ACK was queued.
+    Acked {
+        idx: usize,
+        version: String,
+        at: Instant,
+    },
+    Failed {
+        idx: usize,
+        error: String,
+    },
+}
+
+fn request(version: String, nonce: String) -> DiscoveryRequest {
+    DiscoveryRequest {
+        version_info: version,
+        response_nonce: nonce,
+        resource_names: vec![RESOURCE.to_string()],
+        type_url: TYPE_URL.to_string(),
+        ..Default::default()
+    }
+}
+
+async fn stream(channel: Channel, idx: usize, node: Node, events: mpsc::UnboundedSender<Event>) {
+    let fail = |error: String| {
+        let _ = events.send(Event::Failed { idx, error });
+    };
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(4);
+    let mut first = request(String::new(), String::new());
+    first.node = Some(node);
+    if tx.send(first).await.is_err() {
+        return;
+    }
+    let mut client = ExtensionConfigDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut inbound = match client.stream_extension_configs(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(e) => return fail(format!("opening: {e}")),
+    };
+    loop {
+        match inbound.message().await {
+            Ok(Some(r)) => {
+                let empty = r.resources.is_empty();
+                let version = r.version_info.clone();
+                if tx.send(request(r.version_info, r.nonce)).await.is_err() {
+                    return;
+                }
+                let at = Instant::now();
+                if empty {
+                    return fail("a response without resources".into());
+                }
+                let _ = events.send(Event::Acked { idx, version, at });
+            }
+            Ok(None) => return fail("the server ended the stream".into()),
+            Err(e) => return fail(format!("{e}")),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted `v`, ms.
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+async fn point(opts: &XdsOpts, n: usize, bin: &Path, modules: &Path, root: &Path, dir: &Path) -> Result<XdsPoint> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for f in BOOKINFO {
+        let from = root.join("examples/bookinfo").join(f);
+        std::fs::copy(&from, dir.join(f)).with_context(|| format!("copying {}", from.display()))?;
+    }
+    let vs_path = dir.join(VIRTUAL_SERVICE);
+    let original = std::fs::read_to_string(&vs_path)?;
+    if !original.contains("subset: v2") {
+        bail!("{VIRTUAL_SERVICE} has no `subset: v2` to edit");
+    }
+    let (xds, addr) = start_xds_ext(bin, dir, modules)?;
+    let pid = xds.pid();
+
+    let per_conn = opts.per_conn.max(1);
+    let conns = n.div_ceil(per_conn);
+    let mut channels = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to xds-ext at {addr}"))?;
+        channels.push(ch);
+    }
+
+    let (etx, mut erx) = mpsc::unbounded_channel::<Event>();
+    let mut tasks = tokio::task::JoinSet::new();
+    let c_sync = sys::cpu(pid)?;
+    let t_sync = Instant::now();
+    for i in 0..n {
+        tasks.spawn(stream(channels[i / per_conn].clone(), i, node(i, opts.label_sets), etx.clone()));
+    }
+    drop(etx);
+    let mut latest: Vec<Option<String>> = vec![None; n];
+    let mut synced = 0;
+    let deadline = t_sync + opts.timeout.max(Duration::from_secs(60));
+    while synced < n {
+        let ev = tokio::time::timeout_at(deadline.into(), erx.recv()).await;
+        match ev {
+            Ok(Some(Event::Acked { idx, version, .. })) => {
+                if latest[idx].is_none() {
+                    synced += 1;
+                }
+                latest[idx] = Some(version);
+            }
+            Ok(Some(Event::Failed { idx, error })) => {
+                bail!("stream {idx}: {error}\n--- xds-ext log ---\n{}", xds.log_tail())
+            }
+            Ok(None) => bail!("all streams ended"),
+            Err(_) => bail!("only {synced} of {n} streams synced in {:?}\n{}", opts.timeout, xds.log_tail()),
+        }
+    }
+    let sync_s = t_sync.elapsed().as_secs_f64();
+    let sync_cpu_s = c_sync.secs_until(&sys::cpu(pid)?);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_synced, _) = sys::rss_kib(pid)?;
+
+    let c0 = sys::cpu(pid)?;
+    let me0 = sys::cpu(std::process::id())?;
+    let t0 = Instant::now();
+    let mut rounds = Vec::new();
+    for round in 0..opts.rounds {
+        // Let the previous round's stragglers and the watcher settle.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok(ev) = erx.try_recv() {
+            if let Event::Acked { idx, version, .. } = ev {
+                latest[idx] = Some(version);
+            }
+        }
+        let (from, to) = if round % 2 == 0 { ("v2", "v3") } else { ("v3", "v2") };
+        let text = if round % 2 == 0 { original.replacen("subset: v2", "subset: v3", 1) } else { original.clone() };
+        let before = latest.clone();
+        let mut done: Vec<Option<f64>> = vec![None; n];
+        let mut acked = 0;
+        let mut extra = 0;
+        let start = Instant::now();
+        std::fs::write(&vs_path, &text).with_context(|| format!("writing {}", vs_path.display()))?;
+        let deadline = start + opts.timeout;
+        while acked < n {
+            match tokio::time::timeout_at(deadline.into(), erx.recv()).await {
+                Ok(Some(Event::Acked { idx, version, at })) => {
+                    if done[idx].is_none() && Some(&version) != before[idx].as_ref() {
+                        done[idx] = Some(at.duration_since(start).as_secs_f64() * 1e3);
+                        acked += 1;
+                    } else {
+                        extra += 1;
+                    }
+                    latest[idx] = Some(version);
+                }
+                Ok(Some(Event::Failed { idx, error })) => {
+                    bail!("stream {idx}: {error}\n--- xds-ext log ---\n{}", xds.log_tail())
+                }
+                Ok(None) => bail!("all streams ended"),
+                Err(_) => break,
+            }
+        }
+        let mut ms: Vec<f64> = done.iter().flatten().copied().collect();
+        ms.sort_by(f64::total_cmp);
+        rounds.push(XdsRound {
+            round,
+            change: format!("jason {from} → {to}"),
+            acked,
+            missing: n - acked,
+            extra_pushes: extra,
+            min_ms: pct(&ms, 0.0),
+            p50_ms: pct(&ms, 50.0),
+            p99_ms: pct(&ms, 99.0),
+            max_ms: ms.last().copied().unwrap_or(f64::NAN),
+        });
+    }
+    let window_s = t0.elapsed().as_secs_f64();
+    let c1 = sys::cpu(pid)?;
+    let me1 = sys::cpu(std::process::id())?;
+    let (rss, hwm) = sys::rss_kib(pid)?;
+    std::fs::write(&vs_path, &original)?;
+    tasks.abort_all();
+    drop(channels);
+    drop(xds);
+    let shown = bin.strip_prefix(root).unwrap_or(bin).display().to_string();
+    Ok(XdsPoint {
+        xds_ext: shown,
+        streams: n,
+        connections: conns,
+        label_sets: opts.label_sets.min(n),
+        sync_s,
+        sync_cpu_s,
+        rounds,
+        window_s,
+        cpu_s: c0.secs_until(&c1),
+        cpu_stat_s: c0.stat_secs_until(&c1),
+        client_cpu_s: me0.secs_until(&me1),
+        rss_synced_mib: rss_synced as f64 / 1024.0,
+        rss_mib: rss as f64 / 1024.0,
+        hwm_mib: hwm as f64 / 1024.0,
+    })
+}
+
+// --- report -----------------------------------------------------------------
+
+/// 150 MB (10^6 bytes), the issue's RSS limit.
+const RSS_LIMIT_MB: f64 = 150.0;
+const P99_LIMIT_MS: f64 = 1000.0;
+const MIB_TO_MB: f64 = 1.048_576;
+
+/// Issue 7's row: at 10 000 streams, the worst round's p99 ≤ 1 s with every
+/// stream ACKing, and xds-ext's peak RSS (VmHWM) ≤ 150 MB.
+pub fn target(points: &[XdsPoint]) -> crate::report::Target {
+    let mut t = crate::report::Target {
+        scenario: "xds-ext, 10 000 ECDS streams".into(),
+        target: "change → all ACKed p99 ≤ 1 s, RSS ≤ 150 MB".into(),
+        measured: "n/a".into(),
+        limit: P99_LIMIT_MS,
+        value: None,
+        verdict: "not measured".into(),
+        note: match points.iter().map(|p| p.streams).max() {
+            Some(m) => format!("largest point measured: {m} streams"),
+            None => "run `switchyard-bench xds` (or the full `make bench`)".into(),
+        },
+        arms: None,
+    };
+    let Some(p) = points.iter().find(|p| p.streams == 10_000) else {
+        return t;
+    };
+    let Some(w) = p.worst() else {
+        return t;
+    };
+    let peak_mb = p.hwm_mib * MIB_TO_MB;
+    let missing = p.missing();
+    t.measured = format!(
+        "p99 {:.0} ms (worst of {} rounds), peak RSS {:.0} MB{}",
+        w.p99_ms,
+        p.rounds.len(),
+        peak_mb,
+        if missing > 0 { format!(", {missing} stream-rounds never ACKed") } else { String::new() }
+    );
+    t.value = Some(w.p99_ms);
+    let met = missing == 0 && w.p99_ms <= P99_LIMIT_MS && peak_mb <= RSS_LIMIT_MB;
+    t.verdict = if met { "met" } else { "MISSED" }.into();
+    let ok = |b: bool| if b { "met" } else { "MISSED" };
+    t.note = format!(
+        "latency {}, RSS {}{}; latency includes xds-ext's 100 ms watch debounce (100 ms poll); xds-ext: `{}`",
+        ok(w.p99_ms <= P99_LIMIT_MS),
+        ok(peak_mb <= RSS_LIMIT_MB),
+        if missing > 0 { ", not every stream ACKed" } else { "" },
+        p.xds_ext
+    );
+    t
+}
+
+/// The markdown section (empty without points).
+pub fn markdown(points: &[XdsPoint]) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    if points.is_empty() {
+        return o;
+    }
+    let _ = writeln!(o, "## xds-ext scale: simulated ECDS streams\n");
+    let _ = writeln!(
+        o,
+        "The real `xds-ext serve` (`{}`{}) over the bookinfo config (services, \
+         destination rules, `{VIRTUAL_SERVICE}`), a fresh process per point. The bench opens N state-of-the-world \
+         `StreamExtensionConfigs` streams over tonic ({} per HTTP/2 connection), each with its own node id and Istio \
+         metadata (`NAMESPACE: default`, `LABELS: {{app, version}}`) from {} distinct label sets, subscribed to \
+         `{RESOURCE}`, ACKing every response. Each round edits the VirtualService (jason's subset v2 ↔ v3); a \
+         stream's latency is the time from the file write to it receiving the new version and queueing its ACK. \
+         **xds-ext's directory watch is part of that latency**: it polls every 100 ms and reloads after 100 ms \
+         without further change, so ~100–200 ms of every figure is the debounce. The simulated clients run in the \
+         bench process on the same 2 cores as xds-ext (their CPU is in the last column). CPU is xds-ext's \
+         (`/proc/<pid>/task/*/schedstat`, utime+stime alongside in the JSON) over the rounds, including the 300 ms \
+         pause before each; RSS is VmRSS once synced / after the rounds / VmHWM.\n",
+        points.first().map_or("", |p| p.xds_ext.as_str()),
+        match points.first().map(|p| p.xds_ext.as_str()) {
+            Some(b) if b.contains("/debug/") => ", a debug build: unoptimized, slower than a release build",
+            Some(b) if b.contains("/release/") => ", a release build",
+            _ => "",
+        },
+        points.first().map_or(0, |p| p.streams.div_ceil(p.connections.max(1))),
+        points.first().map_or(0, |p| p.label_sets),
+    );
+    let _ = writeln!(
+        o,
+        "| streams | conns | sync | worst round p50 / p99 / max | never ACKed | xds-ext CPU (rounds) | CPU per \
+         stream-push | RSS synced / after / peak | peak RSS per stream | bench CPU |"
+    );
+    let _ = writeln!(o, "|---:|---:|---:|---|---:|---:|---:|---|---:|---:|");
+    for p in points {
+        let pushes = p.rounds.iter().map(|r| r.acked).sum::<usize>().max(1);
+        let (p50, p99, max) = p.worst().map_or((f64::NAN, f64::NAN, f64::NAN), |w| (w.p50_ms, w.p99_ms, w.max_ms));
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.1} s ({:.1} s CPU) | {:.0} / {:.0} / {:.0} ms | {} | {:.2} s over {:.1} s | {:.0} µs | \
+             {:.1} / {:.1} / {:.1} MiB | {:.1} KiB | {:.2} s |",
+            p.streams,
+            p.connections,
+            p.sync_s,
+            p.sync_cpu_s,
+            p50,
+            p99,
+            max,
+            p.missing(),
+            p.cpu_s,
+            p.window_s,
+            p.cpu_s / pushes as f64 * 1e6,
+            p.rss_synced_mib,
+            p.rss_mib,
+            p.hwm_mib,
+            p.hwm_mib * 1024.0 / p.streams.max(1) as f64,
+            p.client_cpu_s,
+        );
+    }
+    let _ = writeln!(o, "\nPer round (file write → new version received and ACK queued, over the streams):\n");
+    let _ = writeln!(o, "| streams | round | change | min | p50 | p99 | max | ACKed | extra pushes |");
+    let _ = writeln!(o, "|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+    for p in points {
+        for r in &p.rounds {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {}/{} | {} |",
+                p.streams,
+                r.round + 1,
+                r.change,
+                r.min_ms,
+                r.p50_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.acked,
+                p.streams,
+                r.extra_pushes
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n**Compared with istiod**: not compared like for like. Istio's performance page \
+         (istio.io, *Performance and scalability*; figure quoted from memory, not re-checked here) gives istiod \
+         about 1 vCPU and 1.5 GB for a mesh of 1 000 services and 2 000 sidecars, roughly 0.75 MB per sidecar — but \
+         for the full xDS (CDS/LDS/RDS/EDS of every service) under a steady stream of changes, where xds-ext serves \
+         five small ECDS resources per proxy. The per-stream column above is only an order-of-magnitude context for it.\n"
+    );
+    o
+}
