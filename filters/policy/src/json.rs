@@ -1289,6 +1289,15 @@ mod agrees_with_serde {
             check_all(&bytes)?;
         }
 
+        /// Decoding and the validation behind it, on documents that get deep.
+        #[test]
+        fn compiling_config_shaped_json_never_panics(bytes in document()) {
+            let _ = crate::routing::CompiledRouting::from_json(&bytes);
+            let _ = crate::fault::CompiledFault::from_json(&bytes);
+            let _ = crate::mirror::CompiledMirror::from_json(&bytes);
+            let _ = crate::egress::CompiledEgress::from_json(&bytes);
+        }
+
         /// Valid configs with one byte changed: syntax errors, wrong types,
         /// unknown fields and duplicates close to what serde has seen.
         #[test]
