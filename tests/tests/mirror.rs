@@ -9,12 +9,12 @@ use switchyard_tests::bootstrap::{
 };
 use switchyard_tests::{http_client, EchoServer, Envoy};
 
-async fn mirror_envoy(config: serde_json::Value, primary: &EchoServer, shadow: &EchoServer) -> Envoy {
+async fn mirror_envoy(config: serde_json::Value, primary: &EchoServer, shadow_port: u16) -> Envoy {
     let module = module_path("mirror").unwrap_or_else(|e| panic!("{e}"));
     let filter = wasm_http_filter("switchyard.mirror", &module, "mirror", "switchyard-mirror", &config.to_string());
     let listener = http_listener("main", route_config(vec![route_to_cluster("httpbin-v1")]), vec![filter]);
     let clusters =
-        vec![static_cluster("httpbin-v1", primary.port(), false), static_cluster("httpbin-v2", shadow.port(), false)];
+        vec![static_cluster("httpbin-v1", primary.port(), false), static_cluster("httpbin-v2", shadow_port, false)];
     Envoy::builder(bootstrap(vec![listener], clusters))
         .component_log_level("wasm:debug")
         .start()
@@ -30,7 +30,7 @@ fn mirror_all_to_v2(percentage: f64) -> serde_json::Value {
 #[tokio::test]
 async fn every_request_is_served_by_v1_and_copied_to_v2_with_a_shadow_authority() {
     let (v1, v2) = (EchoServer::start("httpbin", "v1").await, EchoServer::start("httpbin", "v2").await);
-    let envoy = mirror_envoy(mirror_all_to_v2(100.0), &v1, &v2).await;
+    let envoy = mirror_envoy(mirror_all_to_v2(100.0), &v1, v2.port()).await;
 
     for i in 0..20 {
         let reply = http_client()
@@ -60,13 +60,7 @@ async fn a_primary_is_not_held_up_by_a_shadow_that_never_answers() {
     // answers: a shadow that hangs until its 5 s timeout.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
     let silent_port = silent.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
-    let config = mirror_all_to_v2(100.0);
-    let module = module_path("mirror").unwrap_or_else(|e| panic!("{e}"));
-    let filter = wasm_http_filter("switchyard.mirror", &module, "mirror", "switchyard-mirror", &config.to_string());
-    let listener = http_listener("main", route_config(vec![route_to_cluster("httpbin-v1")]), vec![filter]);
-    let clusters =
-        vec![static_cluster("httpbin-v1", v1.port(), false), static_cluster("httpbin-v2", silent_port, false)];
-    let envoy = Envoy::start(bootstrap(vec![listener], clusters)).await.unwrap_or_else(|e| panic!("{e}"));
+    let envoy = mirror_envoy(mirror_all_to_v2(100.0), &v1, silent_port).await;
 
     for _ in 0..5 {
         let started = Instant::now();
@@ -86,7 +80,7 @@ async fn a_primary_is_not_held_up_by_a_shadow_that_never_answers() {
 #[tokio::test]
 async fn zero_percent_mirrors_nothing() {
     let (v1, v2) = (EchoServer::start("httpbin", "v1").await, EchoServer::start("httpbin", "v2").await);
-    let envoy = mirror_envoy(mirror_all_to_v2(0.0), &v1, &v2).await;
+    let envoy = mirror_envoy(mirror_all_to_v2(0.0), &v1, v2.port()).await;
     for _ in 0..20 {
         let reply = http_client()
             .get(format!("{}/get", envoy.listener_url("main")))
