@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 /// A workload's identity for config selection. Two Envoys with the same
 /// namespace and labels receive the same configuration.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
 pub struct Workload {
     /// Istio `NAMESPACE` node metadata; `default` when absent.
     pub namespace: String,

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::cache::{Cache, Generation};
 use super::ecds::{Ecds, Shared};
+use super::grpc::EcdsServer;
 use super::live::LiveConfig;
 use super::resources::{ModuleSource, Modules};
 use super::{admin, log, watch as dir_watch};
@@ -141,9 +141,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     dir_watch::load(&config_dir, &shared, &publish).await;
     let watcher = tokio::spawn(dir_watch::watch_dir(config_dir, shared.clone(), publish, loaded, stopped.clone()));
 
-    let service = ExtensionConfigDiscoveryServiceServer::new(Ecds::new(shared.clone()))
-        .max_decoding_message_size(args.max_request_bytes)
-        .max_encoding_message_size(usize::MAX);
+    let service = EcdsServer::new(Ecds::new(shared.clone()), args.max_request_bytes);
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

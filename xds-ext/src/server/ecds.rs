@@ -1,9 +1,12 @@
 //! The `ExtensionConfigDiscoveryService`: state of the world, delta and fetch.
 //!
-//! Each stream runs in its own task: it reads the proxy's requests (the first
-//! carries the `Node`, which picks the workload), answers ACKs and NACKs
-//! through a [`StreamState`], and pushes when the published config
-//! generation changes and the workload's resources change with it.
+//! Each stream is the response stream tonic sends: polling it reads the
+//! proxy's requests (the first carries the `Node`, which picks the
+//! workload), answers ACKs and NACKs through a [`StreamState`], and yields a
+//! response when the published config generation changes and the workload's
+//! resources change with it. No task and no channel per stream: at 10 000
+//! streams each costs memory, and a stream whose proxy stops reading stops
+//! being polled (HTTP/2 flow control) instead of queueing responses.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -16,8 +19,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryService;
 use envoy_types::pb::google::protobuf::{value, Struct};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
+use futures_util::Stream;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::cache::{Cache, Generation, Render, Snapshot};
@@ -25,7 +28,7 @@ use super::log;
 use super::registry::{Metrics, ProxyIdentity, Registry};
 use super::resources::{content_version, to_any, Built, TYPED_EXTENSION_CONFIG};
 use super::state::{Answer, StreamState};
-use crate::workload::RESOURCES;
+use crate::workload::{Workload, RESOURCES};
 
 /// Everything the streams, the watcher and the admin endpoint share.
 pub struct Shared<R> {
@@ -66,10 +69,7 @@ impl<R> Ecds<R> {
     }
 }
 
-type ResponseStream<T> = ReceiverStream<Result<T, Status>>;
-
-/// Responses queued per stream before the stream task waits for the proxy.
-const STREAM_BUFFER: usize = 4;
+type ResponseStream<T> = std::pin::Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<R: Render> ExtensionConfigDiscoveryService for Ecds<R> {
@@ -81,9 +81,7 @@ impl<R: Render> ExtensionConfigDiscoveryService for Ecds<R> {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamExtensionConfigsStream>, Status> {
         let permit = self.permit()?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(run_stream::<R, Sotw>(self.shared.clone(), request.into_inner(), tx, permit));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(responses::<R, Sotw>(self.shared.clone(), request.into_inner(), permit)))
     }
 
     async fn delta_extension_configs(
@@ -91,9 +89,7 @@ impl<R: Render> ExtensionConfigDiscoveryService for Ecds<R> {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaExtensionConfigsStream>, Status> {
         let permit = self.permit()?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(run_stream::<R, Delta>(self.shared.clone(), request.into_inner(), tx, permit));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(responses::<R, Delta>(self.shared.clone(), request.into_inner(), permit)))
     }
 
     async fn fetch_extension_configs(
@@ -105,7 +101,7 @@ impl<R: Render> ExtensionConfigDiscoveryService for Ecds<R> {
         let node = request.node.as_ref().ok_or_else(|| Status::invalid_argument("fetch without a node"))?;
         let identity = identity(node);
         let generation = self.shared.generation.borrow().id;
-        let snapshot = self.shared.cache.get(&identity.workload(), generation);
+        let snapshot = self.shared.cache.get(&identity.workload, generation);
         let names = requested_names(request.resource_names);
         let resources: Vec<Arc<Built>> = names.iter().filter_map(|n| snapshot.resources.get(n).cloned()).collect();
         if resources.is_empty() {
@@ -128,7 +124,7 @@ impl<R> Ecds<R> {
 struct Session<R: Render> {
     shared: Arc<Shared<R>>,
     id: u64,
-    identity: ProxyIdentity,
+    identity: Arc<ProxyIdentity>,
     state: StreamState,
     snapshot: Snapshot,
 }
@@ -136,11 +132,10 @@ struct Session<R: Render> {
 impl<R: Render> Session<R> {
     fn open(shared: Arc<Shared<R>>, node: Option<&Node>, protocol: &'static str) -> Result<Self, Status> {
         let node = node.ok_or_else(|| Status::invalid_argument("the first request of a stream must carry the node"))?;
-        let identity = identity(node);
-        let id = shared.registry.connect(identity.clone(), protocol);
+        let (id, identity) = shared.registry.connect(identity(node), protocol);
         log(format_args!("proxy connected ({protocol}): {}", describe(&identity)));
         let generation = shared.generation.borrow().id;
-        let snapshot = shared.cache.get(&identity.workload(), generation);
+        let snapshot = shared.cache.get(&identity.workload, generation);
         let mut state = StreamState::new();
         for (resource, nack) in shared.registry.rejections(&identity.node_id) {
             state.rejected_before(&resource, nack);
@@ -150,7 +145,7 @@ impl<R: Render> Session<R> {
 
     /// Re-reads the workload's resources at `generation`.
     fn refresh(&mut self, generation: u64) {
-        self.snapshot = self.shared.cache.get(&self.identity.workload(), generation);
+        self.snapshot = self.shared.cache.get(&self.identity.workload, generation);
     }
 
     fn resources(&self) -> &BTreeMap<String, Arc<Built>> {
@@ -249,7 +244,7 @@ async fn next_event<T, R: Render>(
 
 /// What differs between the state-of-the-world and the delta protocol; the
 /// stream loop in [`run_stream`] is the same for both.
-trait Protocol {
+trait Protocol: Send + Sync + 'static {
     type Request: Send + 'static;
     type Response: Send + 'static;
     /// Names the protocol in logs and the per-proxy view.
@@ -316,58 +311,91 @@ impl Protocol for Delta {
     }
 }
 
-async fn run_stream<R: Render, P: Protocol>(
+/// One stream: the proxy's requests in, the responses for it out.
+struct StreamLoop<R: Render, P: Protocol> {
     shared: Arc<Shared<R>>,
-    mut inbound: Streaming<P::Request>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    inbound: Streaming<P::Request>,
+    generation: watch::Receiver<Generation>,
+    shutdown: watch::Receiver<bool>,
+    session: Option<Session<R>>,
+    /// Set once the stream answered with an error: it ends after that.
+    ended: bool,
     _permit: OwnedSemaphorePermit,
-) {
-    let mut generation = shared.generation.clone();
-    let mut shutdown = shared.shutdown.clone();
-    let mut session: Option<Session<R>> = None;
-    loop {
-        let mut generation_at = None;
-        match next_event(&mut inbound, &mut generation, &mut shutdown, &session).await {
-            Event::End => break,
-            Event::Generation(g) => {
-                if let Some(s) = session.as_mut() {
-                    s.refresh(g.id);
+}
+
+fn responses<R: Render, P: Protocol>(
+    shared: Arc<Shared<R>>,
+    inbound: Streaming<P::Request>,
+    permit: OwnedSemaphorePermit,
+) -> ResponseStream<P::Response> {
+    let stream = StreamLoop::<R, P> {
+        generation: shared.generation.clone(),
+        shutdown: shared.shutdown.clone(),
+        shared,
+        inbound,
+        session: None,
+        ended: false,
+        _permit: permit,
+    };
+    Box::pin(futures_util::stream::unfold(stream, |mut stream| async move {
+        let response = stream.next_response().await?;
+        Some((response, stream))
+    }))
+}
+
+impl<R: Render, P: Protocol> StreamLoop<R, P> {
+    /// Waits for the next response to send; `None` ends the stream.
+    async fn next_response(&mut self) -> Option<Result<P::Response, Status>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let mut generation_at = None;
+            match next_event(&mut self.inbound, &mut self.generation, &mut self.shutdown, &self.session).await {
+                Event::End => return None,
+                Event::Generation(g) => {
+                    if let Some(s) = self.session.as_mut() {
+                        s.refresh(g.id);
+                    }
+                    generation_at = Some(g.at);
                 }
-                generation_at = Some(g.at);
-            }
-            Event::Request(request) => {
-                if let Err(status) = check_type(P::type_url(&request)) {
-                    let _ = tx.send(Err(status)).await;
-                    break;
-                }
-                let s = match session.as_mut() {
-                    Some(s) => s,
-                    None => {
-                        generation.borrow_and_update();
-                        match Session::open(shared.clone(), P::node(&request), P::KIND) {
-                            Ok(s) => session.insert(s),
-                            Err(status) => {
-                                let _ = tx.send(Err(status)).await;
-                                break;
+                Event::Request(request) => {
+                    if let Err(status) = check_type(P::type_url(&request)) {
+                        return self.fail(status);
+                    }
+                    let s = match self.session.as_mut() {
+                        Some(s) => s,
+                        None => {
+                            self.generation.borrow_and_update();
+                            match Session::open(self.shared.clone(), P::node(&request), P::KIND) {
+                                Ok(s) => self.session.insert(s),
+                                Err(status) => return self.fail(status),
                             }
                         }
+                    };
+                    if !P::apply(s, request) {
+                        continue;
                     }
-                };
-                if !P::apply(s, request) {
-                    continue;
                 }
             }
-        }
-        let Some(s) = session.as_mut() else { continue };
-        let pending = P::pending(s);
-        if !pending.is_empty() {
-            let nonce = s.state.record_sent(pending.clone());
-            s.sent(pending.len(), generation_at);
-            if tx.send(Ok(P::response(&pending, nonce))).await.is_err() {
-                break;
+            let Some(s) = self.session.as_mut() else { continue };
+            let pending = P::pending(s);
+            let response = (!pending.is_empty()).then(|| {
+                let nonce = s.state.record_sent(pending.clone());
+                s.sent(pending.len(), generation_at);
+                P::response(&pending, nonce)
+            });
+            s.publish();
+            if let Some(response) = response {
+                return Some(Ok(response));
             }
         }
-        s.publish();
+    }
+
+    /// Answers `status` and ends the stream.
+    fn fail(&mut self, status: Status) -> Option<Result<P::Response, Status>> {
+        self.ended = true;
+        Some(Err(status))
     }
 }
 
@@ -498,13 +526,16 @@ pub fn identity(node: &Node) -> ProxyIdentity {
         node_id: node.id.clone(),
         cluster: node.cluster.clone(),
         workload_name: text("WORKLOAD_NAME").unwrap_or_default(),
-        namespace: text("NAMESPACE").filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_owned()),
-        labels,
+        workload: Arc::new(Workload {
+            namespace: text("NAMESPACE").filter(|n| !n.is_empty()).unwrap_or_else(|| "default".to_owned()),
+            labels,
+        }),
     }
 }
 
 /// `node-id (namespace/labels)` for log lines.
 pub fn describe(identity: &ProxyIdentity) -> String {
-    let labels: Vec<String> = identity.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{} ({} {})", identity.node_id, identity.namespace, labels.join(","))
+    let Workload { namespace, labels } = &*identity.workload;
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{} ({namespace} {})", identity.node_id, labels.join(","))
 }

@@ -5,8 +5,10 @@
 //! - [`resources`]: filter JSON → `TypedExtensionConfig` (Wasm filter), content-versioned;
 //! - [`state`]: one stream's sent/acked/NACKed bookkeeping (never re-sends a NACKed version);
 //! - [`cache`]: renders per distinct workload and config generation, behind the [`cache::Render`] trait;
-//! - [`ecds`]: the gRPC service (state of the world, delta, fetch);
+//! - [`ecds`]: the ECDS streams (state of the world, delta, fetch);
+//! - [`grpc`]: that service on the wire, with small per-stream buffers;
 //! - [`watch`]: polls and debounces the config directory, publishes generations;
+//! - [`small_map`]: the per-stream map of resources, small at 10 000 streams;
 //! - [`registry`]: connected proxies and metrics; [`admin`]: their HTTP views;
 //! - [`live`]: the config side ([`crate::config::ConfigStore`]) behind those traits;
 //! - [`cli`]: `serve` and `status`.
@@ -15,9 +17,11 @@ pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod ecds;
+pub mod grpc;
 pub mod live;
 pub mod registry;
 pub mod resources;
+pub mod small_map;
 pub mod state;
 pub mod watch;
 

@@ -4,42 +4,39 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::small_map::SmallMap;
 use super::state::{Nack, ResourceView, SyncStatus};
 use crate::workload::Workload;
 
 /// Who a proxy is, from its xDS `Node`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProxyIdentity {
     pub node_id: String,
     pub cluster: String,
     pub workload_name: String,
-    pub namespace: String,
-    pub labels: BTreeMap<String, String>,
-}
-
-impl ProxyIdentity {
-    pub fn workload(&self) -> Workload {
-        Workload { namespace: self.namespace.clone(), labels: self.labels.clone() }
-    }
+    /// Its `NAMESPACE` and `LABELS`, all its config depends on; one value
+    /// shared by every stream of the workload once registered.
+    #[serde(flatten)]
+    pub workload: Arc<Workload>,
 }
 
 /// One stream, as `/debug/proxies` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProxyView {
     #[serde(flatten)]
-    pub identity: ProxyIdentity,
+    pub identity: Arc<ProxyIdentity>,
     /// `sotw` or `delta`.
     pub protocol: &'static str,
     /// Seconds since the Unix epoch.
     pub connected_at: u64,
     /// Why this workload's latest render failed (it keeps its last good config).
     pub render_error: Option<String>,
-    pub resources: BTreeMap<String, ResourceView>,
+    pub resources: SmallMap<ResourceView>,
 }
 
 /// At most this many (node, resource) rejections are remembered; past it
@@ -49,35 +46,61 @@ const MAX_REMEMBERED_REJECTIONS: usize = 100_000;
 #[derive(Default)]
 pub struct Registry {
     next_id: AtomicU64,
-    proxies: Mutex<BTreeMap<u64, ProxyView>>,
+    streams: Mutex<Streams>,
     /// (node id, resource) → the NACKs of that proxy, across its streams.
     rejections: Mutex<HashMap<(String, String), Vec<Nack>>>,
 }
 
+#[derive(Default)]
+struct Streams {
+    proxies: BTreeMap<u64, ProxyView>,
+    /// Open streams per workload: its cached config goes with the last one.
+    per_workload: HashMap<Arc<Workload>, usize>,
+}
+
 impl Registry {
-    /// Registers a stream; the returned id updates and removes it.
-    pub fn connect(&self, identity: ProxyIdentity, protocol: &'static str) -> u64 {
+    /// Registers a stream: the id updates and removes it; the identity
+    /// shares its workload with the workload's other streams.
+    pub fn connect(&self, mut identity: ProxyIdentity, protocol: &'static str) -> (u64, Arc<ProxyIdentity>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let connected_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let view = ProxyView { identity, protocol, connected_at, render_error: None, resources: BTreeMap::new() };
-        self.lock().insert(id, view);
-        id
+        let mut streams = self.lock();
+        if let Some((known, _)) = streams.per_workload.get_key_value(&*identity.workload) {
+            identity.workload = known.clone();
+        }
+        *streams.per_workload.entry(identity.workload.clone()).or_default() += 1;
+        let identity = Arc::new(identity);
+        let view = ProxyView {
+            identity: identity.clone(),
+            protocol,
+            connected_at,
+            render_error: None,
+            resources: SmallMap::default(),
+        };
+        streams.proxies.insert(id, view);
+        (id, identity)
     }
 
-    pub fn update(&self, id: u64, render_error: Option<String>, resources: BTreeMap<String, ResourceView>) {
-        if let Some(view) = self.lock().get_mut(&id) {
+    pub fn update(&self, id: u64, render_error: Option<String>, resources: SmallMap<ResourceView>) {
+        if let Some(view) = self.lock().proxies.get_mut(&id) {
             view.render_error = render_error;
             view.resources = resources;
         }
     }
 
     /// Removes a stream; true if no other stream of the same workload remains.
-    pub fn disconnect(&self, id: u64) -> Option<(Workload, bool)> {
-        let mut proxies = self.lock();
-        let view = proxies.remove(&id)?;
-        let workload = view.identity.workload();
-        let last = !proxies.values().any(|p| p.identity.workload() == workload);
-        Some((workload, last))
+    pub fn disconnect(&self, id: u64) -> Option<(Arc<Workload>, bool)> {
+        let mut streams = self.lock();
+        let view = streams.proxies.remove(&id)?;
+        let workload = view.identity.workload.clone();
+        let left = streams.per_workload.get_mut(&workload).map(|n| {
+            *n -= 1;
+            *n
+        });
+        if left == Some(0) {
+            streams.per_workload.remove(&workload);
+        }
+        Some((workload, left.unwrap_or(0) == 0))
     }
 
     /// Remembers that proxy `node_id` rejected a version of `resource`.
@@ -102,19 +125,33 @@ impl Registry {
     }
 
     pub fn proxies(&self) -> Vec<ProxyView> {
-        self.lock().values().cloned().collect()
+        self.lock().proxies.values().cloned().collect()
+    }
+
+    /// Open streams, and their subscribed resources by sync status.
+    pub fn status_counts(&self) -> (u64, BTreeMap<&'static str, u64>) {
+        let mut by_status: BTreeMap<&str, u64> =
+            [SyncStatus::Synced, SyncStatus::Stale, SyncStatus::NotSent, SyncStatus::Nacked]
+                .iter()
+                .map(|s| (s.as_str(), 0))
+                .collect();
+        let streams = self.lock();
+        for (_, view) in streams.proxies.values().flat_map(|p| p.resources.iter()) {
+            *by_status.entry(view.status.as_str()).or_default() += 1;
+        }
+        (streams.proxies.len() as u64, by_status)
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().proxies.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyView>> {
-        self.proxies.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Streams> {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -184,17 +221,8 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self, registry: &Registry) -> String {
         let mut out = String::new();
-        let proxies = registry.proxies();
-        gauge(&mut out, "xds_ext_connected_proxies", "ECDS streams open now.", proxies.len() as u64);
-
-        let mut by_status: BTreeMap<&str, u64> =
-            [SyncStatus::Synced, SyncStatus::Stale, SyncStatus::NotSent, SyncStatus::Nacked]
-                .iter()
-                .map(|s| (s.as_str(), 0))
-                .collect();
-        for view in proxies.iter().flat_map(|p| p.resources.values()) {
-            *by_status.entry(view.status.as_str()).or_default() += 1;
-        }
+        let (streams, by_status) = registry.status_counts();
+        gauge(&mut out, "xds_ext_connected_proxies", "ECDS streams open now.", streams);
         header(&mut out, "xds_ext_proxy_resources", "gauge", "Subscribed resources on open streams, by sync status.");
         for (status, n) in by_status {
             let _ = writeln!(out, "xds_ext_proxy_resources{{status=\"{status}\"}} {n}");

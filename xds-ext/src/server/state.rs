@@ -11,12 +11,13 @@
 //!   applies to a resource only if the response still holds the latest
 //!   version sent for it (a later response superseded the rest).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::resources::{Built, Resources};
+use super::small_map::SmallMap;
 
 /// At most this many unanswered responses are remembered per stream; Envoy
 /// answers each in order, so more means the proxy stopped answering.
@@ -97,8 +98,9 @@ pub struct ResourceView {
 
 #[derive(Debug, Default)]
 pub struct StreamState {
-    subscribed: BTreeSet<String>,
-    resources: BTreeMap<String, ResourceState>,
+    /// Sorted, unique.
+    subscribed: Vec<String>,
+    resources: SmallMap<ResourceState>,
     in_flight: VecDeque<(String, Vec<Arc<Built>>)>,
     next_nonce: u64,
     last_nonce: Option<String>,
@@ -112,16 +114,20 @@ impl StreamState {
     /// State of the world: the request names the whole subscription.
     pub fn set_subscription(&mut self, names: impl IntoIterator<Item = String>) {
         self.subscribed = names.into_iter().collect();
+        self.subscribed.sort_unstable();
+        self.subscribed.dedup();
     }
 
     /// Delta: names added to and removed from the subscription.
     pub fn change_subscription(&mut self, subscribe: &[String], unsubscribe: &[String]) {
         for name in unsubscribe {
-            self.subscribed.remove(name);
+            self.subscribed.retain(|s| s != name);
             // Re-subscribing later starts afresh: the proxy dropped the resource.
             self.resources.remove(name);
         }
         self.subscribed.extend(subscribe.iter().cloned());
+        self.subscribed.sort_unstable();
+        self.subscribed.dedup();
     }
 
     pub fn subscribed(&self) -> impl Iterator<Item = &str> {
@@ -129,7 +135,7 @@ impl StreamState {
     }
 
     pub fn is_subscribed(&self, name: &str) -> bool {
-        self.subscribed.contains(name)
+        self.subscribed.iter().any(|s| s == name)
     }
 
     /// A reconnecting proxy says it runs `version` of `name` (delta
@@ -137,7 +143,7 @@ impl StreamState {
     /// `version_info` when it matches what xds-ext would send). Counted as
     /// sent and acknowledged, so an unchanged config is not pushed again.
     pub fn proxy_has(&mut self, built: &Arc<Built>) {
-        let state = self.resources.entry(built.name.clone()).or_default();
+        let state = self.resources.entry(&built.name);
         state.sent = Some(built.version.clone());
         state.acked_version = Some(built.version.clone());
         state.acked = Some(built.clone());
@@ -149,7 +155,7 @@ impl StreamState {
     /// it on a new stream would be reported as SYNCED while the filter has
     /// no config: a version a proxy rejected is never re-sent to it.
     pub fn rejected_before(&mut self, name: &str, nack: Nack) {
-        let state = self.resources.entry(name.to_owned()).or_default();
+        let state = self.resources.entry(name);
         if !state.rejected.contains(&nack.version) {
             state.rejected.push_back(nack.version.clone());
             while state.rejected.len() > MAX_REJECTED {
@@ -199,7 +205,7 @@ impl StreamState {
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
         for built in &sent {
-            self.resources.entry(built.name.clone()).or_default().sent = Some(built.version.clone());
+            self.resources.entry(&built.name).sent = Some(built.version.clone());
         }
         self.in_flight.push_back((nonce.clone(), sent));
         self.last_nonce = Some(nonce.clone());
