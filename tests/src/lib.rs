@@ -5,6 +5,8 @@
 //! - [`EchoServer`] is an in-process HTTP/1.1 + h2c upstream that answers with
 //!   a JSON echo of the request and records what it received.
 //! - [`http_client`] is a plain-HTTP client that never uses a proxy.
+//! - [`xds_ext::XdsExt`] runs the real `xds-ext serve` with a temp config
+//!   directory, for Envoys that get their filters over ECDS.
 //! - [`tls::client_hello`] builds a TLS ClientHello with an SNI, for
 //!   SNI-based network filters (no TLS stack needed).
 
@@ -12,6 +14,7 @@ pub mod bootstrap;
 pub mod echo;
 pub mod envoy;
 pub mod tls;
+pub mod xds_ext;
 
 use std::fmt;
 use std::path::PathBuf;
