@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::cache::{Cache, Generation, Render, Snapshot};
 use super::log;
 use super::registry::{Metrics, ProxyIdentity, Registry};
-use super::resources::{content_version, to_any, Built, TYPED_EXTENSION_CONFIG};
+use super::resources::{content_version, Built, TYPED_EXTENSION_CONFIG};
 use super::state::{Answer, StreamState};
 use crate::workload::{Workload, RESOURCES};
 
@@ -477,7 +477,7 @@ fn control_plane() -> Option<ControlPlane> {
 fn sotw_response(resources: &[Arc<Built>], nonce: String) -> DiscoveryResponse {
     DiscoveryResponse {
         version_info: sotw_version(resources),
-        resources: resources.iter().map(|b| to_any(&b.config)).collect(),
+        resources: resources.iter().map(|b| b.resource.clone()).collect(),
         type_url: TYPED_EXTENSION_CONFIG.to_owned(),
         nonce,
         control_plane: control_plane(),
@@ -493,7 +493,7 @@ fn delta_response(resources: &[Arc<Built>], nonce: String) -> DeltaDiscoveryResp
             .map(|b| Resource {
                 name: b.name.clone(),
                 version: b.version.clone(),
-                resource: Some(to_any(&b.config)),
+                resource: Some(b.resource.clone()),
                 ..Default::default()
             })
             .collect(),
