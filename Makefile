@@ -44,12 +44,15 @@ run: build
 # The bench harness (issue 7): every arm in its own pinned Envoy, open-loop
 # load with oha (installed into .tools by scripts/bench-setup.sh, only here),
 # report in bench/results/. Not part of `make test`.
+# xds-ext's scale scenario measures a release build, as deployed.
 bench: build
 	@scripts/bench-setup.sh
+	$(CARGO) build -q --release -p xds-ext
 	$(CARGO) run -q -p switchyard-bench -- $(BENCH_ARGS)
 
 bench-quick: build
 	@scripts/bench-setup.sh
+	$(CARGO) build -q --release -p xds-ext
 	$(CARGO) run -q -p switchyard-bench -- --quick $(BENCH_ARGS)
 
 clean:

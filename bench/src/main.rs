@@ -53,7 +53,7 @@ plus SVG plots.
   --xds-per-conn N    streams multiplexed per HTTP/2 connection (100)
   --xds-label-sets N  distinct (app, version) label sets over the streams (50)
   --xds-timeout SECS  longest wait for one edit to reach every stream (30)
-  --xds-ext PATH      the xds-ext binary (default target/debug/xds-ext)
+  --xds-ext PATH      the xds-ext binary (default target/release/xds-ext)
   --max-other PCT      repeat a window in which other processes used more than
                       PCT % of the Envoy core (25) ...
   --retries N         ... at most N times (full: 2, quick: 0), then keep it
