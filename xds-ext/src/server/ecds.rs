@@ -210,10 +210,13 @@ impl<R: Render> Drop for Session<R> {
     }
 }
 
-/// What woke a stream task.
+/// What woke a stream.
 enum Event<T> {
     Request(T),
     Generation(Generation),
+    /// The proxy's side could not be read: not protobuf, over the size
+    /// limit, or the connection failed.
+    Unreadable(Status),
     End,
 }
 
@@ -228,10 +231,12 @@ async fn next_event<T, R: Render>(
             Ok(Some(request)) => Event::Request(request),
             Ok(None) => Event::End,
             Err(status) => {
-                if let Some(s) = session {
-                    log(format_args!("stream of {} failed: {}", describe(&s.identity), status.message()));
-                }
-                Event::End
+                let who = session.as_ref().map_or_else(|| "a proxy not named yet".to_owned(), |s| describe(&s.identity));
+                log(format_args!("stream of {who} failed: {}", status.message()));
+                Event::Unreadable(Status::new(
+                    status.code(),
+                    format!("xds-ext could not read the request: {}", status.message()),
+                ))
             }
         },
         changed = generation.changed(), if session.is_some() => match changed {
@@ -353,6 +358,9 @@ impl<R: Render, P: Protocol> StreamLoop<R, P> {
             let mut generation_at = None;
             match next_event(&mut self.inbound, &mut self.generation, &mut self.shutdown, &self.session).await {
                 Event::End => return None,
+                // Answered in case the proxy still listens (a bad message);
+                // nobody reads it if the connection is gone.
+                Event::Unreadable(status) => return self.fail(status),
                 Event::Generation(g) => {
                     if let Some(s) = self.session.as_mut() {
                         s.refresh(g.id);
