@@ -177,7 +177,8 @@ impl Drop for XdsExt {
 fn port_after(log: &str, marker: &str) -> u16 {
     log.lines()
         .filter_map(|l| l.split_once(marker))
-        .filter_map(|(_, addr)| addr.trim().rsplit(':').next()?.parse().ok())
+        // The address may be followed by words: `127.0.0.1:15012 (tls)`.
+        .filter_map(|(_, rest)| rest.split_whitespace().next()?.rsplit(':').next()?.parse().ok())
         .next_back()
         .unwrap_or(0)
 }

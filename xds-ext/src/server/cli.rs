@@ -18,6 +18,7 @@ use super::ecds::{Ecds, Shared};
 use super::grpc::EcdsServer;
 use super::live::LiveConfig;
 use super::resources::{ModuleSource, Modules};
+use super::tls::{self, GrpcTls, TlsArgs};
 use super::{admin, log, watch as dir_watch};
 use crate::workload::RESOURCES;
 
@@ -30,7 +31,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum ServerCommand {
     /// Serve each Envoy its Switchyard filter configs over ECDS, from a
     /// watched directory of Istio (and Switchyard) YAML.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Per-proxy sync status from a running `xds-ext serve`: SYNCED, STALE,
     /// NOT SENT or NACKED (with Envoy's error), like `istioctl proxy-status`.
     Status(StatusArgs),
@@ -66,6 +67,8 @@ pub struct ServeArgs {
     /// Largest request accepted from a proxy, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_request_bytes: usize,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Args)]
@@ -92,7 +95,7 @@ pub fn run(command: ServerCommand) -> ExitCode {
         }
     };
     let result = match command {
-        ServerCommand::Serve(args) => runtime.block_on(serve(args)),
+        ServerCommand::Serve(args) => runtime.block_on(serve(*args)),
         ServerCommand::Status(args) => runtime.block_on(status(args)),
     };
     match result {
@@ -105,6 +108,9 @@ pub fn run(command: ServerCommand) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    // Bad TLS files fail the start before anything listens.
+    let tls = tls::load(&args.tls)?;
+    let mut grpc_builder = grpc_server_builder(tls.as_ref())?;
     let modules_dir = std::path::absolute(&args.modules).map_err(|e| format!("--modules: {e}"))?;
     let config_dir = std::path::absolute(&args.config_dir).map_err(|e| format!("--config-dir: {e}"))?;
     let source = match (args.module_base_url, args.module_cluster) {
@@ -126,7 +132,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         TcpListener::bind(args.admin).await.map_err(|e| format!("binding --admin {}: {e}", args.admin))?;
     let grpc_addr = grpc.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
-    log(format_args!("grpc listening on {grpc_addr}"));
+    match &tls {
+        Some(tls) => log(format_args!("grpc listening on {grpc_addr} ({})", tls.describe())),
+        None => log(format_args!("grpc listening on {grpc_addr}")),
+    }
     log(format_args!("admin listening on {admin_addr}"));
 
     tokio::spawn(on_signal(stop));
@@ -143,11 +152,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
     let service = EcdsServer::new(Ecds::new(shared.clone()), args.max_request_bytes);
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let grpc_server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, stopping(stopped.clone()));
+    let grpc_server =
+        grpc_builder.add_service(service).serve_with_incoming_shutdown(incoming, stopping(stopped.clone()));
     let mut grpc_task = tokio::spawn(grpc_server);
 
     let mut stopped_wait = stopped.clone();
@@ -170,6 +176,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     .await;
     log(format_args!("stopped"));
     Ok(())
+}
+
+fn grpc_server_builder(tls: Option<&GrpcTls>) -> Result<tonic::transport::Server, String> {
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = tls {
+        // tls::load checked every file; this is rustls' own word on the rest.
+        builder = builder.tls_config(tls.config.clone()).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    }
+    Ok(builder)
 }
 
 async fn on_signal(stop: watch::Sender<bool>) {

@@ -7,6 +7,7 @@
 //! - [`cache`]: renders per distinct workload and config generation, behind the [`cache::Render`] trait;
 //! - [`ecds`]: the ECDS streams (state of the world, delta, fetch);
 //! - [`grpc`]: that service on the wire, with small per-stream buffers;
+//! - [`tls`]: optional TLS and mTLS on that port, its files checked at start;
 //! - [`watch`]: polls and debounces the config directory, publishes generations;
 //! - [`small_map`]: the per-stream map of resources, small at 10 000 streams;
 //! - [`registry`]: connected proxies and metrics; [`admin`]: their HTTP views;
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod resources;
 pub mod small_map;
 pub mod state;
+pub mod tls;
 pub mod watch;
 
 /// One log line on stderr.

@@ -1,0 +1,361 @@
+//! xds-ext's gRPC port over TLS and mTLS, with real Envoys: an Envoy whose
+//! `xds-ext` cluster speaks TLS gets its routing config and routes by it; with
+//! `--tls-client-ca` only an Envoy presenting a certificate of that CA does;
+//! bad TLS flags stop xds-ext at start with the flag and file named.
+//!
+//! Certificates are made at run time (rcgen) into a temp dir: none is
+//! committed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use serde_json::{json, Value};
+use switchyard_tests::bootstrap::{
+    admin, ecds_http_filter, http_listener, istio_node, module_path, route_by_cluster_header, route_config,
+    static_cluster, xds_ext_binary,
+};
+use switchyard_tests::xds_ext::XdsExt;
+use switchyard_tests::{http_client, EchoServer, Envoy};
+
+const REVIEWS: &str = "reviews.default.svc.cluster.local";
+const ROUTING: &str = "switchyard.routing";
+const UPDATE_SUCCESS: &str = "extension_config_discovery.http_filter.switchyard.routing.update_success";
+const UPSTREAM_TLS_CONTEXT: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+/// The name the server certificate carries and Envoy asks for (SNI) and checks.
+const SERVER_NAME: &str = "xds-ext";
+
+/// A CA, a server certificate for `xds-ext` / 127.0.0.1, a client
+/// certificate from the same CA and one from a CA nobody trusts, as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::Builder::new().prefix("switchyard-pki-").tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pki = Pki { dir };
+        let ca = pki.ca("ca", "switchyard test CA");
+        pki.leaf("server", &ca, &[SERVER_NAME, "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+        pki.leaf("client", &ca, &["productpage.default"], ExtendedKeyUsagePurpose::ClientAuth);
+        let rogue = pki.ca("rogue-ca", "a CA xds-ext does not trust");
+        pki.leaf("rogue-client", &rogue, &["productpage.default"], ExtendedKeyUsagePurpose::ClientAuth);
+        pki
+    }
+
+    /// `<name>.pem`, `<name>-key.pem`; the CA as an issuer for leaves.
+    fn ca(&self, name: &str, common_name: &str) -> Issuer<'static, KeyPair> {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        self.write(name, &cert.pem(), &key.serialize_pem());
+        Issuer::new(params, key)
+    }
+
+    /// `<name>.pem`, `<name>-key.pem`: a leaf for `names` (DNS names or IPs).
+    fn leaf(&self, name: &str, issuer: &Issuer<'static, KeyPair>, names: &[&str], usage: ExtendedKeyUsagePurpose) {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap_or_else(|e| panic!("{e}"));
+        params.distinguished_name.push(DnType::CommonName, names[0].as_str());
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, issuer).unwrap_or_else(|e| panic!("{e}"));
+        self.write(name, &cert.pem(), &key.serialize_pem());
+    }
+
+    fn write(&self, name: &str, cert: &str, key: &str) {
+        for (file, text) in [(format!("{name}.pem"), cert), (format!("{name}-key.pem"), key)] {
+            std::fs::write(self.dir.path().join(&file), text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// `--tls-cert server.pem --tls-key server-key.pem`, plus `extra`.
+    fn server_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args =
+            vec!["--tls-cert".to_owned(), self.arg("server.pem"), "--tls-key".to_owned(), self.arg("server-key.pem")];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+
+    fn arg(&self, file: &str) -> String {
+        self.path(file).to_string_lossy().into_owned()
+    }
+
+    /// Envoy's UpstreamTlsContext for the xds-ext cluster: HTTP/2 by ALPN,
+    /// SNI `xds-ext`, the server checked against our CA and its name; with
+    /// `client`, that certificate (`client` or `rogue-client`) is presented.
+    fn envoy_transport_socket(&self, client: Option<&str>) -> Value {
+        let mut common = json!({
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": {"filename": self.arg("ca.pem")},
+                "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": SERVER_NAME}}],
+            },
+        });
+        if let Some(name) = client {
+            common["tls_certificates"] = json!([{
+                "certificate_chain": {"filename": self.arg(&format!("{name}.pem"))},
+                "private_key": {"filename": self.arg(&format!("{name}-key.pem"))},
+            }]);
+        }
+        json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": UPSTREAM_TLS_CONTEXT, "sni": SERVER_NAME, "common_tls_context": common},
+        })
+    }
+}
+
+struct Reviews {
+    v1: EchoServer,
+    v2: EchoServer,
+    v3: EchoServer,
+}
+
+impl Reviews {
+    async fn start() -> Reviews {
+        Reviews {
+            v1: EchoServer::start("reviews", "v1").await,
+            v2: EchoServer::start("reviews", "v2").await,
+            v3: EchoServer::start("reviews", "v3").await,
+        }
+    }
+}
+
+/// A productpage sidecar with the routing filter from xds-ext (at
+/// `xds_port`, over `transport_socket`), a route by the filter's cluster
+/// header, and the reviews subsets as Istio-named clusters.
+fn sidecar_bootstrap(node_id: &str, xds_port: u16, transport_socket: Value, reviews: &Reviews) -> Value {
+    let listener = http_listener(
+        "main",
+        route_config(vec![route_by_cluster_header("x-switchyard-cluster")]),
+        vec![ecds_http_filter(ROUTING, "xds-ext")],
+    );
+    let mut xds = static_cluster("xds-ext", xds_port, true);
+    xds["transport_socket"] = transport_socket;
+    let mut clusters = vec![xds];
+    for (subset, echo) in [("v1", &reviews.v1), ("v2", &reviews.v2), ("v3", &reviews.v3)] {
+        clusters.push(static_cluster(&format!("outbound|9080|{subset}|{REVIEWS}"), echo.port(), false));
+    }
+    json!({
+        "node": istio_node(node_id, "default", &[("app", "productpage"), ("version", "v1")]),
+        "admin": admin(),
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    })
+}
+
+/// The routing filter stops waiting for its first config after `timeout`, so
+/// an Envoy that never gets one still starts (its listener without config).
+fn initial_fetch_timeout(bootstrap: &mut Value, timeout: &str) {
+    let filter = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"][0];
+    filter["config_discovery"]["config_source"]["initial_fetch_timeout"] = json!(timeout);
+}
+
+fn reviews_to(subset: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - name: all
+    route:
+    - destination:
+        host: reviews
+        subset: {subset}
+"
+    )
+}
+
+async fn start_xds(pki: &Pki, extra: &[&str]) -> (tempfile::TempDir, XdsExt) {
+    let config = XdsExt::config_dir(&[("reviews.yaml", &reviews_to("v3"))]);
+    let routing = module_path("routing").unwrap_or_else(|e| panic!("{e}"));
+    let modules = routing.parent().unwrap_or_else(|| Path::new("."));
+    let args = pki.server_args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let xds = XdsExt::start_with_args(config.path(), "127.0.0.1:0", modules, &args).await;
+    (config, xds)
+}
+
+/// The `x-echo-version` of `n` requests to reviews, 8 at a time; each must be 200.
+async fn versions(envoy: &Envoy, n: usize) -> Vec<String> {
+    let client = http_client();
+    let url = format!("{}/reviews/0", envoy.listener_url("main"));
+    let mut all = Vec::with_capacity(n);
+    for _ in 0..n.div_ceil(8) {
+        let replies = join_all((0..8).map(|_| client.get(&url).header("host", "reviews").send())).await;
+        for reply in replies {
+            let reply = reply.unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(reply.status(), 200, "{url}");
+            let version = reply.headers().get("x-echo-version").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            all.push(version.to_owned());
+        }
+    }
+    all
+}
+
+/// Does xds-ext list a stream of `node_id`?
+async fn has_stream(xds: &XdsExt, node_id: &str) -> bool {
+    xds.json("/debug/proxies").await.as_array().into_iter().flatten().any(|p| p["node_id"] == node_id)
+}
+
+/// Over `window`, the Envoy never gets a config and xds-ext never sees its
+/// node. (Not `control_plane.connected_state`: Envoy sets it to 1 as it
+/// starts each attempt's stream, before any handshake, so it flickers.)
+async fn assert_never_configured(envoy: &Envoy, xds: &XdsExt, node_id: &str, window: Duration) {
+    let deadline = Instant::now() + window;
+    while Instant::now() < deadline {
+        assert_eq!(envoy.counter(UPDATE_SUCCESS).await, 0, "{node_id} got a config");
+        assert!(!has_stream(xds, node_id).await, "xds-ext serves {node_id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_envoy_gets_its_config_over_tls_and_routes_by_it() {
+    let pki = Pki::new();
+    let reviews = Reviews::start().await;
+    let (_config, xds) = start_xds(&pki, &[]).await;
+    assert!(xds.log().contains(&format!("grpc listening on 127.0.0.1:{} (tls)", xds.grpc_port)), "{}", xds.log());
+
+    let bootstrap = sidecar_bootstrap("productpage-v1", xds.grpc_port, pki.envoy_transport_socket(None), &reviews);
+    let envoy = Envoy::start(bootstrap).await.unwrap_or_else(|e| panic!("{e}"));
+
+    assert!(versions(&envoy, 24).await.iter().all(|v| v == "v3"));
+    xds.wait_status("productpage-v1", ROUTING, "SYNCED").await;
+    assert_eq!(envoy.counter(UPDATE_SUCCESS).await, 1);
+    // The handshake happened: Envoy counts the TLS connection it made.
+    assert!(envoy.counter("cluster.xds-ext.ssl.handshake").await >= 1);
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_an_envoy_presenting_a_certificate_of_that_ca_is_served() {
+    let pki = Pki::new();
+    let reviews = Reviews::start().await;
+    let (_config, xds) = start_xds(&pki, &["--tls-client-ca", &pki.arg("ca.pem")]).await;
+    assert!(
+        xds.log()
+            .contains(&format!("grpc listening on 127.0.0.1:{} (tls, client certificates required)", xds.grpc_port)),
+        "{}",
+        xds.log()
+    );
+
+    let trusted = sidecar_bootstrap("trusted", xds.grpc_port, pki.envoy_transport_socket(Some("client")), &reviews);
+    let mut anonymous = sidecar_bootstrap("anonymous", xds.grpc_port, pki.envoy_transport_socket(None), &reviews);
+    initial_fetch_timeout(&mut anonymous, "0.5s");
+    let mut rogue =
+        sidecar_bootstrap("rogue", xds.grpc_port, pki.envoy_transport_socket(Some("rogue-client")), &reviews);
+    initial_fetch_timeout(&mut rogue, "0.5s");
+    let (trusted, anonymous, rogue) = tokio::join!(Envoy::start(trusted), Envoy::start(anonymous), Envoy::start(rogue));
+    let (trusted, anonymous, rogue) = (
+        trusted.unwrap_or_else(|e| panic!("{e}")),
+        anonymous.unwrap_or_else(|e| panic!("{e}")),
+        rogue.unwrap_or_else(|e| panic!("{e}")),
+    );
+
+    assert!(versions(&trusted, 24).await.iter().all(|v| v == "v3"));
+    xds.wait_status("trusted", ROUTING, "SYNCED").await;
+    // Both keep retrying (0.1 s to 1 s backoff): a couple of seconds covers
+    // several refused handshakes each.
+    let window = Duration::from_secs(2);
+    tokio::join!(
+        assert_never_configured(&anonymous, &xds, "anonymous", window),
+        assert_never_configured(&rogue, &xds, "rogue", window),
+    );
+    for (name, envoy) in [("anonymous", &anonymous), ("rogue", &rogue)] {
+        // Refused at the handshake, again and again. Envoy's upstream TLS goes
+        // up to 1.2 by default, where the server checks the client's
+        // certificate before either side calls the handshake done.
+        assert!(envoy.counter("cluster.xds-ext.ssl.connection_error").await >= 2, "{name}: no refused handshakes");
+        assert_eq!(envoy.counter("cluster.xds-ext.ssl.handshake").await, 0, "{name}: a TLS session");
+        let url = format!("{}/reviews/0", envoy.listener_url("main"));
+        let reply = http_client().get(&url).header("host", "reviews").send().await.unwrap_or_else(|e| panic!("{e}"));
+        // A filter that never got its config answers 500 itself: nothing reaches reviews.
+        assert_eq!(reply.status(), 500, "{name}");
+        assert!(reply.headers().get("x-echo-version").is_none(), "{name} reached reviews");
+    }
+}
+
+/// `xds-ext serve` with `args` after the config dir, expected to exit
+/// within 10 s: its exit code and stderr.
+fn serve_fails(args: &[&str]) -> (Option<i32>, String) {
+    let binary = xds_ext_binary().unwrap_or_else(|e| panic!("{e}"));
+    let config = XdsExt::config_dir(&[]);
+    let log = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut child = Command::new(&binary)
+        .arg("serve")
+        .arg("--config-dir")
+        .arg(config.path())
+        .args(["--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap_or_else(|e| panic!("{e}")))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("xds-ext {args:?} still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert!(!stderr.contains("listening on"), "it listened before failing: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (status.code(), stderr)
+}
+
+#[test]
+fn bad_tls_flags_stop_xds_ext_at_start_naming_the_flag_and_the_file() {
+    let pki = Pki::new();
+    let (server, server_key, client_key) =
+        (pki.arg("server.pem"), pki.arg("server-key.pem"), pki.arg("client-key.pem"));
+    let missing = pki.arg("missing.pem");
+
+    let (code, stderr) = serve_fails(&["--tls-cert", &missing, "--tls-key", &server_key]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("--tls-cert {missing}: No such file")), "{stderr}");
+
+    let (code, stderr) = serve_fails(&["--tls-cert", &server, "--tls-key", &client_key]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--tls-key {client_key} does not match the certificate in --tls-cert {server} (not its private key)"
+        )),
+        "{stderr}"
+    );
+
+    let (code, stderr) = serve_fails(&["--tls-cert", &server_key, "--tls-key", &server_key]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("--tls-cert {server_key}: no PEM certificate in it")), "{stderr}");
+
+    let (code, stderr) = serve_fails(&["--tls-key", &server_key]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--tls-key needs --tls-cert"), "{stderr}");
+
+    let (code, stderr) = serve_fails(&["--tls-cert", &server, "--tls-key", &server_key, "--tls-client-ca", &missing]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("--tls-client-ca {missing}: No such file")), "{stderr}");
+}
