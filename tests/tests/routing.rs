@@ -22,6 +22,15 @@ fn cluster(subset: &str) -> String {
 /// Envoy with the routing filter (`config`) before a route that reads the
 /// filter's cluster header, and one cluster per `(name, upstream)`.
 async fn routing_envoy(config: Value, upstreams: &[(String, &EchoServer)]) -> Envoy {
+    routing_envoy_with_routes(config, vec![], upstreams).await
+}
+
+/// [`routing_envoy`] with Envoy `routes` before the cluster-header route.
+async fn routing_envoy_with_routes(
+    config: Value,
+    mut routes: Vec<Value>,
+    upstreams: &[(String, &EchoServer)],
+) -> Envoy {
     let module = module_path("routing").unwrap_or_else(|e| panic!("{e}"));
     let filter = wasm_http_filter("switchyard.routing", &module, "routing", "switchyard-routing", &config.to_string());
     let mut route = route_by_cluster_header("x-switchyard-cluster");
@@ -29,7 +38,8 @@ async fn routing_envoy(config: Value, upstreams: &[(String, &EchoServer)]) -> En
     // for later filters, and hands it to the upstream.
     route["request_headers_to_add"] =
         json!([{"header": {"key": "x-seen-route", "value": "%FILTER_STATE(wasm.switchyard.route:PLAIN)%"}}]);
-    let mut listener = http_listener("main", route_config(vec![route]), vec![filter]);
+    routes.push(route);
+    let mut listener = http_listener("main", route_config(routes), vec![filter]);
     // Room for the oversized-headers test (Envoy's defaults: 60 KiB, 100 headers).
     let manager = &mut listener["filter_chains"][0]["filters"][0]["typed_config"];
     manager["max_request_headers_kb"] = json!(1024);
@@ -259,21 +269,43 @@ async fn a_client_cannot_pick_the_cluster_timeout_or_retries_on_a_managed_host()
 }
 
 #[tokio::test]
-async fn unmanaged_hosts_pass_untouched_including_client_headers() {
+async fn unmanaged_hosts_pass_untouched_but_a_client_cannot_pick_their_cluster() {
     let (v1, v2, v3) = reviews_v1_v2_v3().await;
     let config = reviews_vhost(json!([{"name": "default", "route": [{"destination": destination("v1")}]}]));
-    let envoy = routing_envoy(config, &[(cluster("v1"), &v1), (cluster("v2"), &v2), (cluster("v3"), &v3)]).await;
+    // `ratings` has a plain Envoy route; every other host goes by the
+    // cluster header, as the mesh virtual host of examples/local/envoy.yaml.
+    let ratings = json!({
+        "match": {"prefix": "/", "headers": [{"name": ":authority", "string_match": {"exact": "ratings"}}]},
+        "route": {"cluster": cluster("v1")},
+    });
+    let envoy = routing_envoy_with_routes(
+        config,
+        vec![ratings],
+        &[(cluster("v1"), &v1), (cluster("v2"), &v2), (cluster("v3"), &v3)],
+    )
+    .await;
+    let get = |host: &'static str| {
+        let request = http_client()
+            .get(format!("{}/other", envoy.listener_url("main")))
+            .header("host", host)
+            .header("x-switchyard-cluster", cluster("v3"))
+            .header("x-custom", "kept");
+        async move { request.send().await.unwrap_or_else(|e| panic!("{e}")) }
+    };
 
-    let reply = http_client()
-        .get(format!("{}/other", envoy.listener_url("main")))
-        .header("host", "ratings")
-        .header("x-switchyard-cluster", cluster("v3"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    // A host without a Switchyard virtual host: the client's cluster header
+    // is gone, so the cluster-header route finds no cluster.
+    let steered = get("details").await;
+    assert_eq!(steered.status().as_u16(), 503, "{:?}", steered.headers());
+    assert_eq!(v3.requests(), 0, "the client picked the cluster of an unmanaged host");
 
-    assert_eq!(reply.headers().get("x-echo-version").and_then(|v| v.to_str().ok()), Some("v3"));
-    assert_eq!(envoy.counter("wasmcustom.switchyard_routing_unmanaged_total").await, 1);
+    // Everything else about an unmanaged request passes untouched.
+    let plain = get("ratings").await;
+    assert_eq!(plain.status().as_u16(), 200);
+    let echo: Value = serde_json::from_str(&plain.text().await.unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(echo["headers"]["x-custom"], "kept", "{echo}");
+    assert!(echo["headers"].get("x-switchyard-cluster").is_none(), "{echo}");
+    assert_eq!(envoy.counter("wasmcustom.switchyard_routing_unmanaged_total").await, 2);
 }
 
 #[tokio::test]

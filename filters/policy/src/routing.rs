@@ -214,7 +214,8 @@ pub struct CompiledRouting {
 /// What the routing filter does with a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RoutingDecision<'a> {
-    /// No virtual host serves the authority: pass the request untouched.
+    /// No virtual host serves the authority: pass the request on (without
+    /// a client-sent cluster header, see `client_headers_to_strip`).
     Unmanaged,
     /// A virtual host serves it but no rule matched: the routing filter
     /// answers 404, as Istio does for a VirtualService without a matching
@@ -350,11 +351,16 @@ impl CompiledRouting {
         Ok(CompiledRouting { cluster_header, owned_headers, clusters, hosts })
     }
 
-    /// Headers to remove from a request on a managed host before applying
-    /// the decision (the client must not pick its cluster, timeout or
-    /// retries): the cluster header and `ENVOY_ROUTING_HEADERS`.
-    pub fn client_headers_to_strip(&self) -> impl Iterator<Item = &str> {
-        self.owned_headers.iter().map(String::as_str)
+    /// Headers a client must not send, removed before `decision` is
+    /// applied. On a managed host: the cluster header and
+    /// `ENVOY_ROUTING_HEADERS`, so a client picks neither its cluster nor its
+    /// timeout or retries. On any other host the cluster header alone: it is
+    /// this filter's channel to a `cluster_header` route, and a client's own
+    /// value would send the request to any cluster it names; `x-envoy-*`
+    /// headers there stay under Envoy's own trust rules.
+    pub fn client_headers_to_strip(&self, decision: &RoutingDecision<'_>) -> impl Iterator<Item = &str> {
+        let owned = if matches!(decision, RoutingDecision::Unmanaged) { 1 } else { self.owned_headers.len() };
+        self.owned_headers.iter().take(owned).map(String::as_str)
     }
 
     /// Every distinct cluster a rule can pick, for per-cluster stats;

@@ -380,10 +380,13 @@ fn stats_indexes_and_owned_headers_are_exposed() {
     );
     let names: Vec<String> = config.rule_names().iter().map(ToString::to_string).collect();
     assert_eq!(names, ["reviews/jason", "reviews/split", "reviews/old-api", "reviews/rewrite", "reviews/default"]);
-    let owned: Vec<&str> = config.client_headers_to_strip().collect();
+    let managed = RoutingDecision::NoRoute { virtual_host: "reviews" };
+    let owned: Vec<&str> = config.client_headers_to_strip(&managed).collect();
     assert_eq!(owned[0], "x-switchyard-cluster");
     assert!(owned.contains(&"x-envoy-upstream-rq-timeout-ms"));
     assert!(owned.contains(&"x-envoy-retry-grpc-on"));
+    let unmanaged: Vec<&str> = config.client_headers_to_strip(&RoutingDecision::Unmanaged).collect();
+    assert_eq!(unmanaged, ["x-switchyard-cluster"], "on other hosts only the cluster header is the filter's");
 
     let source = headers(&[(":authority", "reviews"), (":path", "/split")]);
     let RoutingDecision::Route(route) = config.decide(&mut Request::new(&source), u64::MAX) else {

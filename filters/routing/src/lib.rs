@@ -9,9 +9,10 @@
 //! - header operations, rewrite and redirect as in Istio.
 //!
 //! On hosts it manages the filter owns those headers: whatever a client sent
-//! in the cluster header or the routing `x-envoy-*` headers is removed first
-//! (unless listed in `trusted_client_headers`), so a client can pick neither
-//! a cluster nor a timeout. Hosts it does not manage pass untouched.
+//! in the cluster header or the routing `x-envoy-*` headers is removed first,
+//! so a client can pick neither a cluster nor a timeout. Requests for hosts it
+//! does not manage pass on untouched but for the cluster header, which is
+//! removed everywhere: a `cluster_header` route would otherwise obey it.
 
 use std::rc::Rc;
 
@@ -166,10 +167,8 @@ impl HttpContext for RoutingHttp {
         let source = HostRequestHeaders;
         let mut request = Request::new(&source);
         let decision = config.decide(&mut request, state.rng.next_u64());
-        if !matches!(decision, RoutingDecision::Unmanaged) {
-            for name in config.client_headers_to_strip() {
-                self.set_http_request_header(name, None);
-            }
+        for name in config.client_headers_to_strip(&decision) {
+            self.set_http_request_header(name, None);
         }
         match decision {
             RoutingDecision::Unmanaged => {
