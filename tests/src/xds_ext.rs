@@ -163,6 +163,26 @@ impl XdsExt {
             let _ = child.wait();
         }
     }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit: its
+    /// exit status, or `None` if it was still running (then it is killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
 }
 
 impl Drop for XdsExt {
