@@ -244,7 +244,9 @@ fn start_xds_ext(bin: &Path, config_dir: &Path, modules: &Path) -> Result<(XdsEx
     std::thread::spawn(move || {
         // Every stream logs a line on connect: keep draining, keep the tail.
         for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            if let Some(addr) = line.split_once("grpc listening on ").map(|(_, a)| a.trim().to_string()) {
+            if let Some(addr) =
+                line.split_once("grpc listening on ").and_then(|(_, a)| a.split_whitespace().next()).map(str::to_string)
+            {
                 let _ = tx.send(addr);
             }
             if let Ok(mut t) = keep.lock() {
