@@ -22,10 +22,11 @@ BACKENDS=(
     "reviews v3 18083"
     "ratings v1 18084"
     "httpbin.org external 18085"
+    "details v1 18086"
 )
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$LISTENER_PORT" "$ADMIN_PORT" "$XDS_PORT" "$XDS_ADMIN_PORT" 18080 18081 18082 18083 18084 18085; do
+for p in "$LISTENER_PORT" "$ADMIN_PORT" "$XDS_PORT" "$XDS_ADMIN_PORT" 18080 18081 18082 18083 18084 18085 18086; do
     port_free "$p" || die "port $p on 127.0.0.1 is in use: stop what holds it (ss -ltnp 'sport = :$p'), or move the demo with SWITCHYARD_PORT, SWITCHYARD_ADMIN_PORT, SWITCHYARD_XDS_PORT, SWITCHYARD_XDS_ADMIN_PORT"
 done
 check_envoy_version 1.40.0
@@ -88,6 +89,7 @@ Try:
 
   curl -s -H 'host: reviews:9080' -H 'end-user: jason' $url/reviews/1     # -> reviews v2
   curl -s -H 'host: reviews:9080' $url/reviews/1                          # -> reviews v1
+  curl -s -H 'host: details:9080' $url/details/1                          # -> details v1 (no VirtualService: Istio's default route)
   curl -s -i -H 'host: ratings:9080' -H 'end-user: jason' $url/ratings/1  # -> 500 fault abort
   curl -s -i -H 'host: evil.example.com' $url/                            # -> 502 egress denied
   curl -s -H 'host: httpbin.org' $url/get                                 # -> allowed by a ServiceEntry

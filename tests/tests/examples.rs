@@ -1,7 +1,9 @@
 //! The example bootstraps users copy do what their comments say, in a real
-//! Envoy. (`make run`'s ECDS bootstrap is exercised by the xds tests' setup.)
+//! Envoy: the static one, and `make run`'s sidecar fed by xds-ext with the
+//! policy `scripts/run.sh` copies.
 
 use switchyard_tests::bootstrap::bootstrap;
+use switchyard_tests::xds_ext::{bookinfo, write, XdsExt};
 use switchyard_tests::{http_client, workspace_root, EchoServer, Envoy};
 
 #[tokio::test]
@@ -49,4 +51,78 @@ async fn the_static_example_routes_jason_aborts_ratings_and_denies_unknown_hosts
     assert_eq!(version(&get("httpbin.org", None).await).as_deref(), Some("external"));
     // The mirror rule shadows every reviews request to v3.
     backends[3].1.wait_for_requests(2, std::time::Duration::from_secs(5)).await;
+}
+
+/// `scripts/run.sh`'s `NAME=(...)` array, one word per element.
+fn run_sh_array(name: &str) -> Vec<String> {
+    let script = std::fs::read_to_string(workspace_root().join("scripts/run.sh")).unwrap_or_else(|e| panic!("{e}"));
+    let start = script.find(&format!("\n{name}=(")).unwrap_or_else(|| panic!("no {name}=( in scripts/run.sh"));
+    let body = &script[start + name.len() + 3..];
+    let end = body.find(')').unwrap_or_else(|| panic!("{name}=( not closed in scripts/run.sh"));
+    let lines = body[..end].lines().map(|l| l.split('#').next().unwrap_or_default());
+    lines.flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).collect()
+}
+
+#[tokio::test]
+async fn the_make_run_sidecar_serves_the_example_policy_from_xds_ext() {
+    // The demo's backends and policy, as scripts/run.sh starts them.
+    let fields = run_sh_array("BACKENDS");
+    let mut backends = Vec::new();
+    for backend in fields.chunks(3) {
+        let [name, version, port] = backend else { panic!("BACKENDS: {backend:?}") };
+        backends.push((port.clone(), EchoServer::start(name.trim_matches('"'), version.trim_matches('"')).await));
+    }
+    let policy = run_sh_array("POLICY");
+    let config = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for file in &policy {
+        write(config.path(), file, &bookinfo(file));
+    }
+    let xds = XdsExt::start(config.path(), "127.0.0.1:0").await;
+
+    let root = workspace_root();
+    let mut yaml = std::fs::read_to_string(root.join("examples/local/envoy.yaml"))
+        .unwrap_or_else(|e| panic!("examples/local/envoy.yaml: {e}"))
+        .replace("{{ADMIN_PORT}}", "0")
+        .replace("{{LISTENER_PORT}}", "0")
+        .replace("{{XDS_PORT}}", &xds.grpc_port.to_string());
+    for (port, echo) in &backends {
+        yaml =
+            yaml.replace(&format!("port_value: {}", port.trim_matches('"')), &format!("port_value: {}", echo.port()));
+    }
+    let envoy = Envoy::builder(bootstrap(vec![], vec![]))
+        .arg("--config-yaml")
+        .arg(&yaml)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = envoy.listener_url("outbound");
+    let get = |host: &'static str, user: Option<&'static str>| {
+        let mut request = http_client().get(format!("{url}/x")).header("host", host);
+        if let Some(user) = user {
+            request = request.header("end-user", user);
+        }
+        async move { request.send().await.unwrap_or_else(|e| panic!("{e}")) }
+    };
+    let served_by = |r: &reqwest::Response| {
+        let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        format!("{} {}", header("x-echo-service"), header("x-echo-version"))
+    };
+
+    // The curl commands make run prints, with their documented answers.
+    assert_eq!(served_by(&get("reviews:9080", Some("jason")).await), "reviews v2");
+    assert_eq!(served_by(&get("reviews:9080", None).await), "reviews v1");
+    assert_eq!(get("ratings:9080", Some("jason")).await.status().as_u16(), 500);
+    assert_eq!(served_by(&get("ratings:9080", None).await), "ratings v1");
+    assert_eq!(served_by(&get("details:9080", None).await), "details v1", "Istio's default route");
+    assert_eq!(served_by(&get("productpage:9080", None).await), "productpage v1", "Istio's default route");
+    assert_eq!(get("evil.example.com", None).await.status().as_u16(), 502);
+    assert_eq!(served_by(&get("httpbin.org", None).await), "httpbin.org external");
+
+    // The routing filter's cluster header stops at the route.
+    for (_, echo) in &backends {
+        for request in echo.received() {
+            assert_eq!(request.header("x-switchyard-cluster"), None, "{request:?}");
+        }
+    }
+    assert!(xds.log().contains("proxy connected"), "{}", xds.log());
 }

@@ -191,6 +191,64 @@ fn the_ingress_gateway_routes_productpage_paths() {
         Some("outbound|9080||productpage.default.svc.cluster.local")
     );
     assert!(ask(&store, &gw, "http://bookinfo.example.com/admin", &[], 0).routing.outcome.starts_with("no route"));
-    // A sidecar does not get the gateway's routes.
-    assert_eq!(render(&store, &productpage())["switchyard.routing"]["virtual_hosts"], json!([]));
+    // A sidecar does not get the gateway's routes, only Istio's default
+    // route of each Service.
+    let sidecar = render(&store, &productpage());
+    let names: Vec<&str> = sidecar["switchyard.routing"]["virtual_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vh| vh["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "details.default.svc.cluster.local",
+            "productpage.default.svc.cluster.local",
+            "ratings.default.svc.cluster.local",
+            "reviews.default.svc.cluster.local"
+        ]
+    );
+}
+
+#[test]
+fn a_service_without_a_virtual_service_gets_istios_default_route_on_each_http_port() {
+    let api = "apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: default}
+spec:
+  ports:
+  - {name: http, port: 8080}
+  - {name: http-admin, port: 9901}
+  - {name: tcp-db, port: 5432}
+";
+    let services = std::fs::read_to_string(config_common::bookinfo_dir().join(SERVICES)).unwrap();
+    let (store, problems) = config_common::load(&[("services.yaml", &services), ("api.yaml", api)]);
+    assert!(config_common::errors(&problems).is_empty(), "{problems:?}");
+    let w = productpage();
+    let cluster = |url: &str| ask(&store, &w, url, &[], 0).routing.cluster;
+    assert_eq!(cluster("http://details:9080/").as_deref(), Some("outbound|9080||details.default.svc.cluster.local"));
+    // The first HTTP port serves the bare names; each other HTTP port its `host:port`.
+    assert_eq!(cluster("http://api/").as_deref(), Some("outbound|8080||api.default.svc.cluster.local"));
+    assert_eq!(cluster("http://api:8080/").as_deref(), Some("outbound|8080||api.default.svc.cluster.local"));
+    assert_eq!(cluster("http://api:9901/").as_deref(), Some("outbound|9901||api.default.svc.cluster.local"));
+    assert_eq!(
+        cluster("http://api.default.svc.cluster.local:9901/").as_deref(),
+        Some("outbound|9901||api.default.svc.cluster.local")
+    );
+    // Istio routes no HTTP to a port it does not treat as HTTP.
+    assert_eq!(cluster("http://api:5432/").as_deref(), Some("outbound|8080||api.default.svc.cluster.local"));
+    let explained = ask(&store, &w, "http://api:9901/", &[], 0);
+    assert!(explained.routing.source.as_deref().unwrap_or_default().starts_with("Service default/api spec.ports[1]"));
+
+    // A VirtualService replaces the default route of its host.
+    let store = with("virtual-service-reviews-test-v2.yaml");
+    assert_eq!(
+        ask(&store, &w, "http://reviews:9080/", &[], 0).routing.cluster.as_deref(),
+        Some("outbound|9080|v1|reviews.default.svc.cluster.local")
+    );
+    // A gateway routes only what is bound to it.
+    let gw = workload("istio-system", "istio=ingressgateway");
+    let outcome = ask(&store, &gw, "http://details:9080/", &[], 0).routing.outcome;
+    assert!(outcome.starts_with("unmanaged"), "{outcome}");
 }

@@ -76,7 +76,13 @@ fn render_prints_the_five_configs_of_a_workload() {
         keys,
         ["switchyard.egress", "switchyard.egress-tls", "switchyard.fault", "switchyard.mirror", "switchyard.routing"]
     );
-    assert_eq!(value["switchyard.routing"]["virtual_hosts"][0]["routes"][0]["route"][0]["destination"]["subset"], "v2");
+    let reviews = value["switchyard.routing"]["virtual_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|vh| vh["name"] == "reviews.default.svc.cluster.local")
+        .unwrap();
+    assert_eq!(reviews["routes"][0]["route"][0]["destination"]["subset"], "v2");
 
     let yaml = xds_ext(&[
         "render",

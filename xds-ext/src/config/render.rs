@@ -11,7 +11,9 @@
 //!   first, then by namespace/name); a gateway merges them in that order;
 //! - `match` entries with `sourceLabels`/`sourceNamespace`/`gateways` are
 //!   kept only when they apply to this workload; a rule left without any
-//!   of its `match` entries is dropped.
+//!   of its `match` entries is dropped;
+//! - on a sidecar, a Kubernetes Service no VirtualService names gets
+//!   Istio's default route: its HTTP ports to `outbound|<port>||<fqdn>`.
 //!
 //! Every rendered config is validated with the filters' own
 //! `CompiledX::from_config`; a failure is a problem naming the source
@@ -373,10 +375,12 @@ fn unique_names(rules: &mut [PlannedRule<'_>]) {
     }
 }
 
-fn plan<'a>(docs: &'a [Doc], viewer: &Viewer<'_>) -> Vec<VhostPlan<'a>> {
+fn plan<'a>(docs: &'a [Doc], defaults: &'a [DefaultRoute<'a>], viewer: &Viewer<'_>) -> Vec<VhostPlan<'a>> {
     let ns = viewer.workload.namespace.as_str();
     // host key → (rules, hosts as written with their document namespace)
     let mut by_host: BTreeMap<String, (Vec<PlannedRule<'a>>, &'a Doc)> = BTreeMap::new();
+    // Vhosts of one port of a host (`fqdn:port`): only its `host:port` domains.
+    let mut port_hosts: BTreeMap<String, (Vec<PlannedRule<'a>>, String, u16)> = BTreeMap::new();
     let mut policy_hosts = BTreeSet::new();
     for doc in docs {
         let Spec::TrafficPolicy(tp) = &doc.spec else { continue };
@@ -433,17 +437,36 @@ fn plan<'a>(docs: &'a [Doc], viewer: &Viewer<'_>) -> Vec<VhostPlan<'a>> {
             }
         }
     }
+    if !viewer.is_gateway() {
+        let sidecar = sidecar_for(docs, viewer.workload);
+        let routed: BTreeSet<String> = by_host.keys().cloned().collect();
+        for default in defaults {
+            let service_ns = &default.doc.key.namespace;
+            if routed.contains(&default.fqdn) || !imports(sidecar, service_ns, &default.fqdn) {
+                continue;
+            }
+            let rule = PlannedRule { name: "default".into(), doc: default.doc, rule: &default.rule, matches: vec![] };
+            if default.first_port {
+                by_host.insert(default.fqdn.clone(), (vec![rule], default.doc));
+            } else {
+                let key = format!("{}:{}", default.fqdn, default.port);
+                port_hosts.insert(key, (vec![rule], default.fqdn.clone(), default.port));
+            }
+        }
+    }
+    let from_ns = |key: &str| if viewer.is_gateway() { short_name_ns(key).to_owned() } else { ns.to_owned() };
     let mut claimed = BTreeSet::new();
     let mut plans = Vec::new();
-    for (key, (mut rules, _)) in by_host {
+    let hosts = by_host.into_iter().map(|(key, (rules, _))| (key.clone(), domains(&key, &from_ns(&key)), rules));
+    let ports = port_hosts.into_iter().map(|(key, (rules, fqdn, port))| {
+        let domains = domains(&fqdn, &from_ns(&fqdn)).into_iter().map(|d| format!("{d}:{port}")).collect();
+        (key, domains, rules)
+    });
+    for (key, domains, mut rules) in hosts.chain(ports) {
         if rules.is_empty() {
             continue;
         }
-        let from_ns = if viewer.is_gateway() { None } else { Some(ns) };
-        let domains: Vec<String> = domains(&key, from_ns.unwrap_or_else(|| short_name_ns(&key)))
-            .into_iter()
-            .filter(|d| claimed.insert(d.clone()))
-            .collect();
+        let domains: Vec<String> = domains.into_iter().filter(|d| claimed.insert(d.clone())).collect();
         if domains.is_empty() {
             continue;
         }
@@ -451,6 +474,55 @@ fn plan<'a>(docs: &'a [Doc], viewer: &Viewer<'_>) -> Vec<VhostPlan<'a>> {
         plans.push(VhostPlan { name: key, domains, rules });
     }
     plans
+}
+
+/// Istio's route for one HTTP port of a Kubernetes Service that no
+/// VirtualService names: everything to the port's cluster without subset
+/// (`outbound|9080||details.default.svc.cluster.local`), Istio's default
+/// retries, no timeout.
+pub(crate) struct DefaultRoute<'a> {
+    doc: &'a Doc,
+    fqdn: String,
+    port: u16,
+    /// The Service's first HTTP port: its route also serves the bare names.
+    first_port: bool,
+    rule: HttpRule,
+}
+
+/// The default routes of every Service's HTTP ports (a port Istio treats as
+/// HTTP by its name or `appProtocol`; a Service with none gets no route).
+fn default_routes(docs: &[Doc]) -> Vec<DefaultRoute<'_>> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let Spec::Service(service) = &doc.spec else { continue };
+        let fqdn = fqdn(&doc.key.name, &doc.key.namespace);
+        let http_ports = service.ports.iter().enumerate().filter(|(_, p)| p.is_http());
+        for (n, (i, port)) in http_ports.enumerate() {
+            let path = format!("spec.ports[{i}]");
+            let origin = Origin { line: line_of(&doc.tree, &path).unwrap_or(doc.line), path };
+            let destination =
+                DestinationRef { host: fqdn.clone(), subset: None, port: Some(port.number), origin: origin.clone() };
+            let rule = HttpRule {
+                name: Some("default".into()),
+                origin,
+                route: vec![RouteDestination { destination, weight: None, headers: None }],
+                ..Default::default()
+            };
+            out.push(DefaultRoute { doc, fqdn: fqdn.clone(), port: port.number, first_port: n == 0, rule });
+        }
+    }
+    out
+}
+
+/// Whether the workload's Sidecar (if it lists `egress` hosts) imports
+/// `host` of namespace `host_ns`.
+fn imports(sidecar: Option<(&Doc, &Sidecar)>, host_ns: &str, host: &str) -> bool {
+    match sidecar {
+        Some((doc, s)) if !s.egress_hosts.is_empty() => {
+            s.egress_hosts.iter().any(|p| ns_host_matches(p, &doc.key.namespace, host_ns, host))
+        }
+        _ => true,
+    }
 }
 
 /// A gateway reaches a service by its short name too (the VirtualService
@@ -803,7 +875,8 @@ pub fn render_configs(docs: &[Doc], workload: &Workload) -> Result<Configs, Vec<
         .map(|d| format!("{}/{}", d.key.namespace, d.key.name))
         .collect();
     let viewer = Viewer { workload, gateways };
-    let plans = plan(docs, &viewer);
+    let defaults = default_routes(docs);
+    let plans = plan(docs, &defaults, &viewer);
     let registry = Registry::new(docs);
     let mut problems = Vec::new();
     let mut resolve = |doc: &Doc, d: &DestinationRef| match registry.resolve(d, &doc.key.namespace, &workload.namespace)
@@ -962,12 +1035,7 @@ fn egress_config(docs: &[Doc], viewer: &Viewer<'_>, routing: &RoutingConfig) -> 
     // outbound policy stays ALLOW_ANY, and its hosts are listed for stats.
     let sidecar = if viewer.is_gateway() { None } else { sidecar_for(docs, workload) };
     let policy = sidecar.and_then(|(_, s)| s.outbound_traffic_policy).unwrap_or(OutboundTrafficPolicy::AllowAny);
-    let imported = |host_ns: &str, host: &str| match sidecar {
-        Some((doc, s)) if !s.egress_hosts.is_empty() => {
-            s.egress_hosts.iter().any(|p| ns_host_matches(p, &doc.key.namespace, host_ns, host))
-        }
-        _ => true,
-    };
+    let imported = |host_ns: &str, host: &str| imports(sidecar, host_ns, host);
     // host → allowed ports (None: every port)
     let mut hosts: BTreeMap<String, Option<BTreeSet<u16>>> = BTreeMap::new();
     let add = |hosts: &mut BTreeMap<String, Option<BTreeSet<u16>>>, host: String, ports: Option<Vec<u16>>| {
