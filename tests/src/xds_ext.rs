@@ -148,9 +148,15 @@ impl XdsExt {
 
     /// `xds-ext status --admin ADDR` (table) output.
     pub fn status_cli(&self) -> String {
+        self.status_cli_with(&[])
+    }
+
+    /// `xds-ext status --admin ADDR ARGS...` output.
+    pub fn status_cli_with(&self, args: &[&str]) -> String {
         let binary = xds_ext_binary().unwrap_or_else(|e| panic!("{e}"));
         let out = Command::new(binary)
             .args(["status", "--admin", &self.admin()])
+            .args(args)
             .output()
             .unwrap_or_else(|e| panic!("xds-ext status: {e}"));
         assert!(out.status.success(), "xds-ext status failed: {}", String::from_utf8_lossy(&out.stderr));

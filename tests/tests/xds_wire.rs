@@ -66,7 +66,7 @@ fn request(node: Option<Node>, resources: &[&str]) -> DiscoveryRequest {
 /// An open state-of-the-world stream: requests out, responses in.
 struct Stream {
     /// Kept open: a proxy that closes its side ends the stream.
-    _requests: mpsc::Sender<DiscoveryRequest>,
+    requests: mpsc::Sender<DiscoveryRequest>,
     responses: tonic::Streaming<DiscoveryResponse>,
 }
 
@@ -77,7 +77,7 @@ async fn open(channel: Channel, first: DiscoveryRequest) -> Result<Stream, Statu
     requests.send(first).await.unwrap_or_else(|e| panic!("{e}"));
     let mut client = ExtensionConfigDiscoveryServiceClient::new(channel);
     let responses = client.stream_extension_configs(ReceiverStream::new(rx)).await?.into_inner();
-    Ok(Stream { _requests: requests, responses })
+    Ok(Stream { requests, responses })
 }
 
 impl Stream {
@@ -176,6 +176,31 @@ async fn an_unknown_resource_name_gets_nothing_for_it_and_the_known_one_is_serve
         .await
         .unwrap_or_else(|s| panic!("{s:?}"));
     assert_eq!(response.resources.len(), 1, "{response:?}");
+}
+
+#[tokio::test]
+async fn status_shows_a_synced_stream_as_a_table_json_and_yaml() {
+    let (xds, _config) = xds_ext(&[]).await;
+    let mut stream =
+        open(channel(&xds).await, request(Some(node("pp-1")), &[ROUTING])).await.unwrap_or_else(|s| panic!("{s:?}"));
+    let response = stream.next().await.unwrap_or_else(|s| panic!("{s:?}"));
+    let mut ack = request(None, &[ROUTING]);
+    ack.version_info = response.version_info.clone();
+    ack.response_nonce = response.nonce.clone();
+    stream.requests.send(ack).await.unwrap_or_else(|e| panic!("{e}"));
+    xds.wait_status("pp-1", ROUTING, "SYNCED").await;
+
+    let table = xds.status_cli();
+    let row = table.lines().find(|l| l.starts_with("pp-1 ")).unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["pp-1", "default", "app=productpage", "SYNCED", "-", "-", "-", "-"]
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&xds.status_cli_with(&["-o", "json"])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(json["proxies"][0]["resources"][ROUTING]["acked"], response.version_info.as_str());
+    let yaml = xds.status_cli_with(&["-o", "yaml"]);
+    assert!(yaml.contains("node_id: pp-1") && yaml.contains("status: SYNCED"), "{yaml}");
 }
 
 #[tokio::test]

@@ -25,3 +25,4 @@ mod yaml;
 pub use problem::{Problem, Severity};
 pub use render::Configs;
 pub use store::{ConfigStore, ReloadReport};
+pub use yaml::to_yaml;

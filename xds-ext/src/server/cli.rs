@@ -76,6 +76,9 @@ pub struct StatusArgs {
     /// The admin address of the running xds-ext.
     #[arg(long, default_value = DEFAULT_ADMIN)]
     admin: String,
+    /// `table`: a row per proxy and a column per resource, then what is not
+    /// SYNCED and the config's problems; `json`/`yaml`: both admin views
+    /// (`/debug/proxies`, `/debug/config`) as they are.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
@@ -84,6 +87,7 @@ pub struct StatusArgs {
 pub enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 pub fn run(command: ServerCommand) -> ExitCode {
@@ -232,6 +236,10 @@ async fn status(args: StatusArgs) -> Result<(), String> {
         Output::Json => {
             let both = serde_json::json!({"proxies": proxies, "config": config});
             println!("{}", serde_json::to_string_pretty(&both).map_err(|e| e.to_string())?);
+        }
+        Output::Yaml => {
+            let both = serde_json::json!({"proxies": proxies, "config": config});
+            println!("{}", crate::config::to_yaml(&both)?);
         }
         Output::Table => print!("{}", status_table(&proxies, &config)),
     }
