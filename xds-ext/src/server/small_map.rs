@@ -33,6 +33,9 @@ impl<V> SmallMap<V> {
         let i = match self.position(name) {
             Ok(i) => i,
             Err(i) => {
+                // One at a time: most streams carry one resource, and a
+                // vector's first growth would make room for four.
+                self.0.reserve_exact(1);
                 self.0.insert(i, (name.to_owned(), V::default()));
                 i
             }
