@@ -94,7 +94,7 @@ Try:
   curl -s -i -H 'host: evil.example.com' $url/                            # -> 502 egress denied
   curl -s -H 'host: httpbin.org' $url/get                                 # -> allowed by a ServiceEntry
   target/debug/xds-ext status --admin 127.0.0.1:$XDS_ADMIN_PORT
-  target/debug/xds-ext explain $policy_dir --namespace default --labels app=productpage -- GET http://reviews/ -H 'end-user: jason'
+  target/debug/xds-ext explain $policy_dir --namespace default --labels app=productpage -- GET http://reviews:9080/ -H 'end-user: jason'
   curl -s http://127.0.0.1:$ADMIN_PORT/stats/prometheus | grep ^switchyard_
 
 Ctrl-C stops everything.

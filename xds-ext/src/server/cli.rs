@@ -232,15 +232,10 @@ async fn status(args: StatusArgs) -> Result<(), String> {
     };
     let proxies = get("/debug/proxies").await?;
     let config = get("/debug/config").await?;
+    let both = || serde_json::json!({"proxies": proxies, "config": config});
     match args.output {
-        Output::Json => {
-            let both = serde_json::json!({"proxies": proxies, "config": config});
-            println!("{}", serde_json::to_string_pretty(&both).map_err(|e| e.to_string())?);
-        }
-        Output::Yaml => {
-            let both = serde_json::json!({"proxies": proxies, "config": config});
-            println!("{}", crate::config::to_yaml(&both)?);
-        }
+        Output::Json => println!("{}", serde_json::to_string_pretty(&both()).map_err(|e| e.to_string())?),
+        Output::Yaml => println!("{}", crate::config::to_yaml(&both())?),
         Output::Table => print!("{}", status_table(&proxies, &config)),
     }
     Ok(())
