@@ -5,6 +5,8 @@
 //! - [`EchoServer`] is an in-process HTTP/1.1 + h2c upstream that answers with
 //!   a JSON echo of the request and records what it received.
 //! - [`http_client`] is a plain-HTTP client that never uses a proxy.
+//! - [`sidecar`]: the reviews sidecar whose routing filter comes from
+//!   xds-ext, shared by the xds-ext suites.
 //! - [`xds_ext::XdsExt`] runs the real `xds-ext serve` with a temp config
 //!   directory, for Envoys that get their filters over ECDS.
 //! - [`tls::client_hello`] builds a TLS ClientHello with an SNI, for
@@ -13,6 +15,7 @@
 pub mod bootstrap;
 pub mod echo;
 pub mod envoy;
+pub mod sidecar;
 pub mod tls;
 pub mod xds_ext;
 

@@ -10,54 +10,19 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::Value;
-use switchyard_tests::bootstrap::{
-    admin, ecds_config_source, ecds_http_filter, http_listener, istio_node, module_path, route_by_cluster_header,
-    route_config, static_cluster,
-};
+use switchyard_tests::bootstrap::{ecds_config_source, module_path, static_cluster};
+use switchyard_tests::sidecar::{reviews_to, routing_sidecar, send, versions, Reviews, ROUTING};
 use switchyard_tests::xds_ext::{bookinfo, write, XdsExt};
-use switchyard_tests::{http_client, EchoServer, Envoy};
+use switchyard_tests::{http_client, Envoy};
 
-const REVIEWS: &str = "reviews.default.svc.cluster.local";
-const ROUTING: &str = "switchyard.routing";
-
-struct Reviews {
-    v1: EchoServer,
-    v2: EchoServer,
-    v3: EchoServer,
-}
-
-impl Reviews {
-    async fn start() -> Reviews {
-        Reviews {
-            v1: EchoServer::start("reviews", "v1").await,
-            v2: EchoServer::start("reviews", "v2").await,
-            v3: EchoServer::start("reviews", "v3").await,
-        }
-    }
-}
-
-/// An Envoy presenting itself as workload `labels` in `default`, with the
-/// routing filter from xds-ext (at `xds_port`) before a route that reads the
-/// filter's cluster header, and the reviews subsets as Istio-named clusters.
+/// An Envoy presenting itself as workload `labels` in `default`, its
+/// routing filter from xds-ext at `xds_port`.
 async fn sidecar(node_id: &str, labels: &[(&str, &str)], xds_port: u16, reviews: &Reviews) -> Envoy {
     Envoy::start(sidecar_bootstrap(node_id, labels, xds_port, reviews)).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn sidecar_bootstrap(node_id: &str, labels: &[(&str, &str)], xds_port: u16, reviews: &Reviews) -> Value {
-    let listener = http_listener(
-        "main",
-        route_config(vec![route_by_cluster_header("x-switchyard-cluster")]),
-        vec![ecds_http_filter(ROUTING, "xds-ext")],
-    );
-    let mut clusters = vec![static_cluster("xds-ext", xds_port, true)];
-    for (subset, echo) in [("v1", &reviews.v1), ("v2", &reviews.v2), ("v3", &reviews.v3)] {
-        clusters.push(static_cluster(&format!("outbound|9080|{subset}|{REVIEWS}"), echo.port(), false));
-    }
-    serde_json::json!({
-        "node": istio_node(node_id, "default", labels),
-        "admin": admin(),
-        "static_resources": {"listeners": [listener], "clusters": clusters},
-    })
+    routing_sidecar(node_id, labels, static_cluster("xds-ext", xds_port, true), reviews)
 }
 
 /// The routing filter's ECDS source in `bootstrap` becomes a delta stream.
@@ -65,42 +30,6 @@ fn use_delta(bootstrap: &mut Value) {
     let filter = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         ["http_filters"][0];
     filter["config_discovery"]["config_source"] = ecds_config_source("xds-ext", true);
-}
-
-struct Reply {
-    status: u16,
-    version: String,
-    body: String,
-}
-
-async fn send(client: &reqwest::Client, envoy_url: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = client.get(format!("{envoy_url}{path}")).header("host", "reviews");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let version =
-                response.headers().get("x-echo-version").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-            Reply { status, version, body: response.text().await.unwrap_or_default() }
-        }
-        Err(e) => Reply { status: 0, version: String::new(), body: e.to_string() },
-    }
-}
-
-/// Versions answering `n` requests, 16 at a time; every answer must be 200.
-async fn versions(envoy: &Envoy, n: usize, headers: &[(&str, &str)]) -> Vec<String> {
-    let client = http_client();
-    let url = envoy.listener_url("main");
-    let mut all = Vec::with_capacity(n);
-    for batch in (0..n).collect::<Vec<_>>().chunks(16) {
-        for reply in join_all(batch.iter().map(|_| send(&client, &url, "/reviews/0", headers))).await {
-            assert_eq!(reply.status, 200, "{}", reply.body);
-            all.push(reply.version);
-        }
-    }
-    all
 }
 
 fn all(versions: &[String], version: &str) -> bool {
@@ -142,25 +71,6 @@ spec:
         host: reviews
         subset: v1
 ";
-
-fn reviews_to(subset: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts:
-  - reviews
-  http:
-  - name: all
-    route:
-    - destination:
-        host: reviews
-        subset: {subset}
-"
-    )
-}
 
 #[tokio::test]
 async fn two_workloads_get_their_own_config_and_route_the_same_request_differently() {

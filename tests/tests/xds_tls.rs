@@ -10,20 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde_json::{json, Value};
-use switchyard_tests::bootstrap::{
-    admin, ecds_http_filter, http_listener, istio_node, module_path, route_by_cluster_header, route_config,
-    static_cluster, xds_ext_binary,
-};
+use switchyard_tests::bootstrap::{module_path, static_cluster, xds_ext_binary};
+use switchyard_tests::sidecar::{reviews_to, routing_sidecar, versions, Reviews, ROUTING};
 use switchyard_tests::xds_ext::XdsExt;
-use switchyard_tests::{http_client, EchoServer, Envoy};
-
-const REVIEWS: &str = "reviews.default.svc.cluster.local";
-const ROUTING: &str = "switchyard.routing";
+use switchyard_tests::{http_client, Envoy};
 const UPDATE_SUCCESS: &str = "extension_config_discovery.http_filter.switchyard.routing.update_success";
 const UPSTREAM_TLS_CONTEXT: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 /// The name the server certificate carries and Envoy asks for (SNI) and checks.
@@ -118,42 +112,12 @@ impl Pki {
     }
 }
 
-struct Reviews {
-    v1: EchoServer,
-    v2: EchoServer,
-    v3: EchoServer,
-}
-
-impl Reviews {
-    async fn start() -> Reviews {
-        Reviews {
-            v1: EchoServer::start("reviews", "v1").await,
-            v2: EchoServer::start("reviews", "v2").await,
-            v3: EchoServer::start("reviews", "v3").await,
-        }
-    }
-}
-
-/// A productpage sidecar with the routing filter from xds-ext (at
-/// `xds_port`, over `transport_socket`), a route by the filter's cluster
-/// header, and the reviews subsets as Istio-named clusters.
+/// A productpage sidecar with the routing filter from xds-ext at
+/// `xds_port`, reached over `transport_socket`.
 fn sidecar_bootstrap(node_id: &str, xds_port: u16, transport_socket: Value, reviews: &Reviews) -> Value {
-    let listener = http_listener(
-        "main",
-        route_config(vec![route_by_cluster_header("x-switchyard-cluster")]),
-        vec![ecds_http_filter(ROUTING, "xds-ext")],
-    );
     let mut xds = static_cluster("xds-ext", xds_port, true);
     xds["transport_socket"] = transport_socket;
-    let mut clusters = vec![xds];
-    for (subset, echo) in [("v1", &reviews.v1), ("v2", &reviews.v2), ("v3", &reviews.v3)] {
-        clusters.push(static_cluster(&format!("outbound|9080|{subset}|{REVIEWS}"), echo.port(), false));
-    }
-    json!({
-        "node": istio_node(node_id, "default", &[("app", "productpage"), ("version", "v1")]),
-        "admin": admin(),
-        "static_resources": {"listeners": [listener], "clusters": clusters},
-    })
+    routing_sidecar(node_id, &[("app", "productpage"), ("version", "v1")], xds, reviews)
 }
 
 /// The routing filter stops waiting for its first config after `timeout`, so
@@ -164,25 +128,6 @@ fn initial_fetch_timeout(bootstrap: &mut Value, timeout: &str) {
     filter["config_discovery"]["config_source"]["initial_fetch_timeout"] = json!(timeout);
 }
 
-fn reviews_to(subset: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts:
-  - reviews
-  http:
-  - name: all
-    route:
-    - destination:
-        host: reviews
-        subset: {subset}
-"
-    )
-}
-
 async fn start_xds(pki: &Pki, extra: &[&str]) -> (tempfile::TempDir, XdsExt) {
     let config = XdsExt::config_dir(&[("reviews.yaml", &reviews_to("v3"))]);
     let routing = module_path("routing").unwrap_or_else(|e| panic!("{e}"));
@@ -191,23 +136,6 @@ async fn start_xds(pki: &Pki, extra: &[&str]) -> (tempfile::TempDir, XdsExt) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let xds = XdsExt::start_with_args(config.path(), "127.0.0.1:0", modules, &args).await;
     (config, xds)
-}
-
-/// The `x-echo-version` of `n` requests to reviews, 8 at a time; each must be 200.
-async fn versions(envoy: &Envoy, n: usize) -> Vec<String> {
-    let client = http_client();
-    let url = format!("{}/reviews/0", envoy.listener_url("main"));
-    let mut all = Vec::with_capacity(n);
-    for _ in 0..n.div_ceil(8) {
-        let replies = join_all((0..8).map(|_| client.get(&url).header("host", "reviews").send())).await;
-        for reply in replies {
-            let reply = reply.unwrap_or_else(|e| panic!("{url}: {e}"));
-            assert_eq!(reply.status(), 200, "{url}");
-            let version = reply.headers().get("x-echo-version").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            all.push(version.to_owned());
-        }
-    }
-    all
 }
 
 /// Does xds-ext list a stream of `node_id`?
@@ -237,7 +165,7 @@ async fn an_envoy_gets_its_config_over_tls_and_routes_by_it() {
     let bootstrap = sidecar_bootstrap("productpage-v1", xds.grpc_port, pki.envoy_transport_socket(None), &reviews);
     let envoy = Envoy::start(bootstrap).await.unwrap_or_else(|e| panic!("{e}"));
 
-    assert!(versions(&envoy, 24).await.iter().all(|v| v == "v3"));
+    assert!(versions(&envoy, 24, &[]).await.iter().all(|v| v == "v3"));
     xds.wait_status("productpage-v1", ROUTING, "SYNCED").await;
     assert_eq!(envoy.counter(UPDATE_SUCCESS).await, 1);
     // The handshake happened: Envoy counts the TLS connection it made.
@@ -269,7 +197,7 @@ async fn with_a_client_ca_only_an_envoy_presenting_a_certificate_of_that_ca_is_s
         rogue.unwrap_or_else(|e| panic!("{e}")),
     );
 
-    assert!(versions(&trusted, 24).await.iter().all(|v| v == "v3"));
+    assert!(versions(&trusted, 24, &[]).await.iter().all(|v| v == "v3"));
     xds.wait_status("trusted", ROUTING, "SYNCED").await;
     // Both keep retrying (0.1 s to 1 s backoff): a couple of seconds covers
     // several refused handshakes each.
