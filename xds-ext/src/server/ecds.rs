@@ -248,7 +248,7 @@ async fn next_event<T, R: Render>(
 }
 
 /// What differs between the state-of-the-world and the delta protocol; the
-/// stream loop in [`run_stream`] is the same for both.
+/// stream loop ([`StreamLoop`]) is the same for both.
 trait Protocol: Send + Sync + 'static {
     type Request: Send + 'static;
     type Response: Send + 'static;

@@ -9,7 +9,7 @@
 //! buffer of 8 KiB up front, and its write buffer keeps the capacity of the
 //! largest response the stream ever sent, a copy of that proxy's config: at
 //! 10 000 streams those buffers were most of xds-ext's memory. Here requests
-//! are read by tonic into a buffer that starts at [`INITIAL_BUFFER`], and
+//! are read by tonic into a buffer that starts at `INITIAL_BUFFER` (512 bytes), and
 //! each response is encoded into a buffer of its exact size that HTTP/2
 //! frees once written.
 //!
