@@ -76,6 +76,18 @@ ln -sf "$envoy_bin" .tools/bin/envoy
 check_envoy_version "$ENVOY_VERSION"
 step "envoy: $(.tools/bin/envoy --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/RELEASE' | head -1)"
 
+# --- manifest checks (scripts/check-manifests.py, run by make test) -------
+# Kubernetes schemas (bundled offline up to Kubernetes 1.37) and Istio's
+# CRD models; pinned so the check means the same everywhere.
+for pkg in kubernetes-validate==1.37.0 cloudcoil-models-istio==1.24.2.1; do
+    if [ "$(.venv/bin/pip show "${pkg%%==*}" 2>/dev/null | sed -n 's/^Version: //p')" != "${pkg##*==}" ]; then
+        step "pip install $pkg (manifest checks)"
+        .venv/bin/pip install -q --disable-pip-version-check "$pkg"
+    fi
+done
+command -v kubectl >/dev/null ||
+    step "kubectl not found: the manifest checks in make test need it (kubectl with Kustomize 5)"
+
 # --- wasm-bindgen-test-runner (runs the policy tests on wasm32 under Node) -
 command -v node >/dev/null || apt_install nodejs
 wbg_version=$(wasm_bindgen_lock_version)
