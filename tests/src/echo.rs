@@ -8,6 +8,14 @@
 //! Query knobs: `delay_ms=N` (sleep before answering), `status=N` (answer
 //! with that status), `fail_times=N&fail_key=K` (the first N requests carrying
 //! key K answer 503, later ones answer normally).
+//!
+//! Calls ([`EchoOptions::calls`]): before answering, the server GETs each
+//! URL in order, as bookinfo's productpage calls details and reviews,
+//! forwarding the user and trace headers it received ([`FORWARDED_HEADERS`]),
+//! optionally through a proxy address (the pod's sidecar, [`EchoOptions::via`]),
+//! and reports each answer in the body's `calls` (status, service, version,
+//! and what that service called in turn). A failed call is reported, never
+//! fatal: the server still answers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -43,6 +51,68 @@ pub struct EchoResponse {
     /// Lowercase header name → value (repeated headers joined with `, `).
     pub headers: BTreeMap<String, String>,
     pub body: String,
+    /// What this server called before answering, in order (absent when it
+    /// calls nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallReport>,
+}
+
+/// One call an echo server made before answering, as its caller reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CallReport {
+    pub url: String,
+    /// The response status; 0 when no response came (refused, timed out).
+    pub status: u16,
+    /// `x-echo-service` / `x-echo-version` of the echo server that answered;
+    /// empty when something else did (Envoy's `upstream request timeout`).
+    pub service: String,
+    pub version: String,
+    /// How long the call took, in milliseconds.
+    pub duration_ms: u64,
+    /// What the callee called in turn (from its echo body).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallReport>,
+    /// Why no response came, or the start of a body that is not an echo's
+    /// (e.g. `fault filter abort`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// The request headers an echo server passes on to the services it calls,
+/// as bookinfo's services do: the user and the trace context.
+pub const FORWARDED_HEADERS: &[&str] = &[
+    "end-user",
+    "user-agent",
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "traceparent",
+    "tracestate",
+    "x-ot-span-context",
+];
+
+/// How long one call may take before it is reported as failed (longer than
+/// any delay the bookinfo tasks inject).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a body that is not an echo's a report keeps.
+const REPORTED_BODY_BYTES: usize = 200;
+
+/// Who an echo server is and whom it calls before answering.
+#[derive(Debug, Clone, Default)]
+pub struct EchoOptions {
+    pub service: String,
+    pub version: String,
+    /// URLs to GET, in order, before answering each request
+    /// (`http://reviews:9080/reviews/0`).
+    pub calls: Vec<String>,
+    /// Send the calls to this address (`127.0.0.1:15001`, the sidecar's
+    /// outbound listener) with each URL's authority as `Host`, the way a
+    /// pod's iptables hand its traffic to Envoy. `None`: to the URL's host.
+    pub via: Option<String>,
 }
 
 /// One request as the echo server received it.
@@ -82,6 +152,9 @@ impl ReceivedRequest {
 struct State {
     service: String,
     version: String,
+    calls: Vec<String>,
+    via: Option<String>,
+    client: reqwest::Client,
     received: Mutex<Vec<ReceivedRequest>>,
     failures: Mutex<HashMap<String, u64>>,
 }
@@ -108,11 +181,22 @@ impl EchoServer {
 
     /// Starts on `addr` in the current tokio runtime.
     pub async fn bind(addr: impl ToSocketAddrs, service: &str, version: &str) -> std::io::Result<EchoServer> {
+        let options = EchoOptions { service: service.into(), version: version.into(), ..Default::default() };
+        Self::bind_with(addr, options).await
+    }
+
+    /// Starts on `addr` as `options` say (who it is, whom it calls).
+    pub async fn bind_with(addr: impl ToSocketAddrs, options: EchoOptions) -> std::io::Result<EchoServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let client =
+            reqwest::Client::builder().no_proxy().timeout(CALL_TIMEOUT).build().map_err(std::io::Error::other)?;
         let state = Arc::new(State {
-            service: service.into(),
-            version: version.into(),
+            service: options.service,
+            version: options.version,
+            calls: options.calls,
+            via: options.via,
+            client,
             received: Mutex::new(Vec::new()),
             failures: Mutex::new(HashMap::new()),
         });
@@ -274,6 +358,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         at: Instant::now(),
     });
 
+    let mut calls = Vec::with_capacity(state.calls.len());
+    for url in &state.calls {
+        calls.push(call(&state, url, &parts.headers).await);
+    }
+
     let params = query_params(&query);
     if let Some(ms) = params.get("delay_ms").and_then(|v| v.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -304,6 +393,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         protocol,
         headers: header_map,
         body: String::from_utf8_lossy(&body).into_owned(),
+        calls,
     };
     let json = serde_json::to_vec(&echo).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(json)));
@@ -317,4 +407,74 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         h.insert("x-echo-version", v);
     }
     Ok(resp)
+}
+
+/// GETs `url` (through `state.via` if set) with the forwarded headers of the
+/// request being answered, and reports what came back.
+async fn call(state: &State, url: &str, received: &hyper::HeaderMap) -> CallReport {
+    let started = Instant::now();
+    let mut report = CallReport {
+        url: url.to_owned(),
+        status: 0,
+        service: String::new(),
+        version: String::new(),
+        duration_ms: 0,
+        calls: Vec::new(),
+        error: String::new(),
+    };
+    let mut request = match (&state.via, reqwest::Url::parse(url)) {
+        (_, Err(e)) => {
+            report.error = format!("bad URL: {e}");
+            return report;
+        }
+        (None, Ok(target)) => state.client.get(target),
+        (Some(via), Ok(target)) => {
+            let authority = match (target.host_str(), target.port()) {
+                (Some(host), Some(port)) => format!("{host}:{port}"),
+                (Some(host), None) => host.to_owned(),
+                (None, _) => String::new(),
+            };
+            let query = target.query().map(|q| format!("?{q}")).unwrap_or_default();
+            state.client.get(format!("http://{via}{}{query}", target.path())).header("host", authority)
+        }
+    };
+    for name in FORWARDED_HEADERS {
+        for value in received.get_all(*name) {
+            request = request.header(*name, value);
+        }
+    }
+    match request.send().await {
+        Err(e) => report.error = error_chain(&e),
+        Ok(response) => {
+            report.status = response.status().as_u16();
+            let header =
+                |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            report.service = header("x-echo-service");
+            report.version = header("x-echo-version");
+            match response.bytes().await {
+                Err(e) => report.error = error_chain(&e),
+                Ok(body) => match serde_json::from_slice::<EchoResponse>(&body) {
+                    Ok(echo) => report.calls = echo.calls,
+                    Err(_) => {
+                        let end = body.len().min(REPORTED_BODY_BYTES);
+                        report.error = String::from_utf8_lossy(&body[..end]).into_owned();
+                    }
+                },
+            }
+        }
+    }
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report
+}
+
+/// `e` and its sources, `: `-joined (reqwest's own message says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -22,7 +22,7 @@ pub mod xds_ext;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use echo::{EchoResponse, EchoServer, ReceivedRequest};
+pub use echo::{CallReport, EchoOptions, EchoResponse, EchoServer, ReceivedRequest};
 pub use envoy::{envoy_binary, Envoy, EnvoyBuilder};
 
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
