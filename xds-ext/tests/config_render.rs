@@ -491,3 +491,28 @@ spec:
     assert!(ask("http://web.example.com/other").routing.outcome.starts_with("no route"));
     assert!(ask("http://elsewhere/").routing.outcome.starts_with("unmanaged"));
 }
+
+#[test]
+fn a_gateway_admits_exactly_its_server_hosts_and_a_star_admits_all() {
+    let egress = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - {port: {number: 443, name: tls, protocol: TLS}, hosts: [api.external.example, "./*.cdn.example"], tls: {mode: PASSTHROUGH}}
+"#;
+    let (store, problems) = load_one(&format!("{egress}---\n{MESH_AND_GATEWAY}"));
+    assert!(errors(&problems).is_empty(), "{problems:?}");
+    let gateway = render(&store, &workload("istio-system", "istio=egressgateway"));
+    let config = &gateway["switchyard.egress"];
+    assert_eq!(config["outbound_traffic_policy"], "REGISTRY_ONLY");
+    let hosts: Vec<&str> = config["hosts"].as_array().unwrap().iter().map(|h| h["host"].as_str().unwrap()).collect();
+    assert_eq!(hosts, ["*.cdn.example", "api.external.example"], "namespace part dropped, no registry hosts");
+    assert_eq!(gateway["switchyard.egress-tls"], gateway["switchyard.egress"]);
+
+    let (star, _) = load_one(&MESH_AND_GATEWAY.replace("*/shop.example.com", "*"));
+    let ingress = render(&star, &workload("istio-system", "istio=ingressgateway"));
+    assert_eq!(ingress["switchyard.egress"]["outbound_traffic_policy"], "ALLOW_ANY");
+}

@@ -628,19 +628,51 @@ fn gateway(spec: At<'_>, f: &mut Findings) -> Option<Gateway> {
     let mut obj = spec.object(f)?;
     let selector = obj.take("selector").and_then(|s| s.string_map(f)).unwrap_or_default();
     let mut hosts = Vec::new();
+    let mut servers = Vec::new();
     if let Some(list) = obj.take("servers") {
         for item in list.list(f).unwrap_or_default() {
             let Some(mut server) = item.at().object(f) else { continue };
-            hosts.extend(server.strings("hosts", f));
+            let server_hosts = server.strings("hosts", f);
+            hosts.extend(server_hosts.iter().cloned());
+            let port = server.take("port").and_then(|p| gateway_port(p, f));
+            let passthrough = server.take("tls").is_some_and(|tls| passthrough_mode(tls, f));
             // Listener settings: Envoy's (istiod's) business, not ours.
-            for key in ["port", "tls", "name", "bind", "defaultEndpoint"] {
+            for key in ["name", "bind", "defaultEndpoint"] {
                 server.take(key);
             }
             server.finish(f);
+            servers.push(GatewayServer { port, hosts: server_hosts, passthrough });
         }
     }
     obj.finish(f);
-    Some(Gateway { selector, hosts })
+    Some(Gateway { selector, hosts, servers })
+}
+
+/// A Gateway server's `port` (`number`, `name`, `protocol`; `targetPort` is
+/// deprecated and ignored by Istio).
+fn gateway_port(at: At<'_>, f: &mut Findings) -> Option<Port> {
+    let mut obj = at.object(f)?;
+    let number = match obj.take("number") {
+        Some(n) => n.integer::<u16>(f, 1, 65535),
+        None => {
+            f.error(at.line(), &join(&at.path, "number"), "number is required");
+            None
+        }
+    };
+    let name = obj.string("name", f).unwrap_or_default();
+    let protocol = obj.string("protocol", f).unwrap_or_default();
+    obj.take("targetPort");
+    obj.finish(f);
+    Some(Port { number: number?, name, protocol })
+}
+
+/// Whether a server's `tls` passes TLS through (no HTTP routes on it).
+fn passthrough_mode(at: At<'_>, f: &mut Findings) -> bool {
+    let Some(mut tls) = at.object(f) else { return false };
+    let mode = tls.string("mode", f).unwrap_or_default();
+    // The rest (certificates, httpsRedirect, versions) is istiod's: not
+    // finished, so not reported as unknown.
+    matches!(mode.as_str(), "PASSTHROUGH" | "AUTO_PASSTHROUGH")
 }
 
 fn ports(at: At<'_>, number_key: &str, protocol_key: &str, f: &mut Findings) -> Vec<Port> {

@@ -15,6 +15,7 @@
 pub mod cli;
 mod decode;
 pub mod explain;
+pub mod manifests;
 pub mod model;
 mod problem;
 mod reader;

@@ -181,8 +181,20 @@ pub struct DestinationRule {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Gateway {
     pub selector: BTreeMap<String, String>,
-    /// Server hosts, `namespace/host` or `host`.
+    /// Server hosts, `namespace/host` or `host` (every server's).
     pub hosts: Vec<String>,
+    pub servers: Vec<GatewayServer>,
+}
+
+/// One `servers[]` entry: what `xds-ext manifests` needs to name the
+/// virtual hosts istiod builds for it (`host:port`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GatewayServer {
+    /// `None` when the port is missing or invalid (a problem was reported).
+    pub port: Option<Port>,
+    pub hosts: Vec<String>,
+    /// `tls.mode: PASSTHROUGH` or `AUTO_PASSTHROUGH`: no HTTP routes.
+    pub passthrough: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

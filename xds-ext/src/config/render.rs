@@ -182,7 +182,7 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 
 /// `namespace/host` (Gateway servers, Sidecar egress): namespace `*` any,
 /// `.` the owner's, `~` none; a bare `host` means `*/host`.
-fn ns_host_matches(pattern: &str, owner_ns: &str, ns: &str, host: &str) -> bool {
+pub(crate) fn ns_host_matches(pattern: &str, owner_ns: &str, ns: &str, host: &str) -> bool {
     let (pns, phost) = pattern.split_once('/').unwrap_or(("*", pattern));
     let ns_ok = match pns {
         "*" => true,
@@ -220,7 +220,7 @@ impl<'a> Registry<'a> {
         registry
     }
 
-    fn ports(&self, fqdn: &str, from_ns: &str) -> Option<&'a [Port]> {
+    pub(crate) fn ports(&self, fqdn: &str, from_ns: &str) -> Option<&'a [Port]> {
         if let Some((name, ns)) = fqdn.strip_suffix(&format!(".{CLUSTER_DOMAIN}")).and_then(|s| s.split_once('.')) {
             if let Some(service) = self.services.get(&(ns.to_string(), name.to_string())) {
                 return Some(&service.ports);
@@ -331,7 +331,7 @@ impl Viewer<'_> {
     }
 }
 
-fn gateway_ref(g: &str, ns: &str) -> String {
+pub(crate) fn gateway_ref(g: &str, ns: &str) -> String {
     if g.contains('/') {
         g.to_string()
     } else {
@@ -1031,9 +1031,12 @@ fn sidecar_for<'a>(docs: &'a [Doc], workload: &Workload) -> Option<(&'a Doc, &'a
 fn egress_config(docs: &[Doc], viewer: &Viewer<'_>, routing: &RoutingConfig) -> EgressConfig {
     let workload = viewer.workload;
     let ns = workload.namespace.as_str();
-    // Sidecar resources do not apply to gateways (Istio): a gateway's
-    // outbound policy stays ALLOW_ANY, and its hosts are listed for stats.
-    let sidecar = if viewer.is_gateway() { None } else { sidecar_for(docs, workload) };
+    // Sidecar resources do not apply to gateways (Istio): a gateway admits
+    // the hosts of its Gateway servers and nothing else.
+    if viewer.is_gateway() {
+        return gateway_egress_config(docs, viewer);
+    }
+    let sidecar = sidecar_for(docs, workload);
     let policy = sidecar.and_then(|(_, s)| s.outbound_traffic_policy).unwrap_or(OutboundTrafficPolicy::AllowAny);
     let imported = |host_ns: &str, host: &str| imports(sidecar, host_ns, host);
     // host → allowed ports (None: every port)
@@ -1082,6 +1085,33 @@ fn egress_config(docs: &[Doc], viewer: &Viewer<'_>, routing: &RoutingConfig) -> 
         .map(|(host, ports)| EgressHostConfig { host, ports: ports.map(|p| p.into_iter().collect()) })
         .filter(valid_egress_host)
         .collect();
+    EgressConfig { version: CONFIG_VERSION, outbound_traffic_policy: policy, hosts, dry_run: false, deny_status: None }
+}
+
+/// A gateway's egress: istiod builds a gateway's HTTP virtual hosts and TLS
+/// filter chains only for the `hosts` of the Gateway servers that select it,
+/// so Switchyard admits exactly those (any port: the gateway listens where
+/// its Service's target ports say). A server host `*` admits every host.
+fn gateway_egress_config(docs: &[Doc], viewer: &Viewer<'_>) -> EgressConfig {
+    let mut hosts = BTreeSet::new();
+    let mut any = false;
+    for doc in docs {
+        let Spec::Gateway(gateway) = &doc.spec else { continue };
+        if !viewer.gateways.contains(&format!("{}/{}", doc.key.namespace, doc.key.name)) {
+            continue;
+        }
+        for host in &gateway.hosts {
+            let host = host.split_once('/').map_or(host.as_str(), |(_, h)| h).to_ascii_lowercase();
+            if host == "*" {
+                any = true;
+            } else {
+                hosts.insert(host);
+            }
+        }
+    }
+    let policy = if any { OutboundTrafficPolicy::AllowAny } else { OutboundTrafficPolicy::RegistryOnly };
+    let hosts =
+        hosts.into_iter().map(|host| EgressHostConfig { host, ports: None }).filter(valid_egress_host).collect();
     EgressConfig { version: CONFIG_VERSION, outbound_traffic_policy: policy, hosts, dry_run: false, deny_status: None }
 }
 
