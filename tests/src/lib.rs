@@ -9,12 +9,15 @@
 //!   xds-ext, shared by the xds-ext suites.
 //! - [`xds_ext::XdsExt`] runs the real `xds-ext serve` with a temp config
 //!   directory, for Envoys that get their filters over ECDS.
+//! - [`envoyfilter`]: applies Istio EnvoyFilter patches to an istiod-shaped
+//!   Envoy config (a test helper, not istiod).
 //! - [`tls::client_hello`] builds a TLS ClientHello with an SNI, for
 //!   SNI-based network filters (no TLS stack needed).
 
 pub mod bootstrap;
 pub mod echo;
 pub mod envoy;
+pub mod envoyfilter;
 pub mod sidecar;
 pub mod tls;
 pub mod xds_ext;

@@ -493,7 +493,7 @@ spec:
 }
 
 #[test]
-fn a_gateway_admits_exactly_its_server_hosts_and_a_star_admits_all() {
+fn an_egress_gateway_reaches_the_registry_hosts_its_servers_admit_and_other_gateways_their_server_hosts() {
     let egress = r#"
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -501,17 +501,27 @@ metadata: {name: egress, namespace: istio-system}
 spec:
   selector: {istio: egressgateway}
   servers:
-  - {port: {number: 443, name: tls, protocol: TLS}, hosts: [api.external.example, "./*.cdn.example"], tls: {mode: PASSTHROUGH}}
+  - {port: {number: 443, name: tls, protocol: TLS}, hosts: ["*"], tls: {mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.external.example]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
 "#;
     let (store, problems) = load_one(&format!("{egress}---\n{MESH_AND_GATEWAY}"));
     assert!(errors(&problems).is_empty(), "{problems:?}");
     let gateway = render(&store, &workload("istio-system", "istio=egressgateway"));
     let config = &gateway["switchyard.egress"];
     assert_eq!(config["outbound_traffic_policy"], "REGISTRY_ONLY");
-    let hosts: Vec<&str> = config["hosts"].as_array().unwrap().iter().map(|h| h["host"].as_str().unwrap()).collect();
-    assert_eq!(hosts, ["*.cdn.example", "api.external.example"], "namespace part dropped, no registry hosts");
+    assert_eq!(config["hosts"], json!([{"host": "api.external.example", "ports": [443]}]));
     assert_eq!(gateway["switchyard.egress-tls"], gateway["switchyard.egress"]);
 
+    let ingress = render(&store, &workload("istio-system", "istio=ingressgateway"));
+    assert_eq!(ingress["switchyard.egress"]["outbound_traffic_policy"], "REGISTRY_ONLY");
+    assert_eq!(ingress["switchyard.egress"]["hosts"], json!([{"host": "shop.example.com"}]));
     let (star, _) = load_one(&MESH_AND_GATEWAY.replace("*/shop.example.com", "*"));
     let ingress = render(&star, &workload("istio-system", "istio=ingressgateway"));
     assert_eq!(ingress["switchyard.egress"]["outbound_traffic_policy"], "ALLOW_ANY");

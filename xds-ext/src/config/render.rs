@@ -1088,30 +1088,52 @@ fn egress_config(docs: &[Doc], viewer: &Viewer<'_>, routing: &RoutingConfig) -> 
     EgressConfig { version: CONFIG_VERSION, outbound_traffic_policy: policy, hosts, dry_run: false, deny_status: None }
 }
 
-/// A gateway's egress: istiod builds a gateway's HTTP virtual hosts and TLS
-/// filter chains only for the `hosts` of the Gateway servers that select it,
-/// so Switchyard admits exactly those (any port: the gateway listens where
-/// its Service's target ports say). A server host `*` admits every host.
+/// A gateway's egress. istiod builds a gateway's HTTP virtual hosts and TLS
+/// filter chains only for the `hosts` of the Gateway servers that select it:
+/// - an egress gateway (`istio: egressgateway`) is the mesh's way out, and
+///   reaches only what the registry knows: REGISTRY_ONLY over the
+///   ServiceEntry and Service hosts its server hosts admit (`*` admits every
+///   registry host), with their ports;
+/// - any other gateway admits its server hosts (any port: the gateway
+///   listens where its Service's target ports say), every host for `*`.
 fn gateway_egress_config(docs: &[Doc], viewer: &Viewer<'_>) -> EgressConfig {
-    let mut hosts = BTreeSet::new();
-    let mut any = false;
+    let mut patterns = BTreeSet::new();
     for doc in docs {
         let Spec::Gateway(gateway) = &doc.spec else { continue };
-        if !viewer.gateways.contains(&format!("{}/{}", doc.key.namespace, doc.key.name)) {
-            continue;
-        }
-        for host in &gateway.hosts {
-            let host = host.split_once('/').map_or(host.as_str(), |(_, h)| h).to_ascii_lowercase();
-            if host == "*" {
-                any = true;
-            } else {
-                hosts.insert(host);
+        if viewer.gateways.contains(&format!("{}/{}", doc.key.namespace, doc.key.name)) {
+            for host in &gateway.hosts {
+                patterns.insert(host.split_once('/').map_or(host.as_str(), |(_, h)| h).to_ascii_lowercase());
             }
         }
     }
-    let policy = if any { OutboundTrafficPolicy::AllowAny } else { OutboundTrafficPolicy::RegistryOnly };
-    let hosts =
-        hosts.into_iter().map(|host| EgressHostConfig { host, ports: None }).filter(valid_egress_host).collect();
+    let egress_gateway = viewer.workload.labels.get("istio").is_some_and(|v| v == "egressgateway");
+    let (policy, hosts) = if egress_gateway {
+        let mut hosts = Vec::new();
+        for doc in docs {
+            let (names, ports): (Vec<String>, Vec<u16>) = match &doc.spec {
+                Spec::ServiceEntry(se)
+                    if exported_to(&se.export_to, &doc.key.namespace, &viewer.workload.namespace) =>
+                {
+                    (se.hosts.iter().map(|h| fqdn_of(h, doc)).collect(), se.ports.iter().map(|p| p.number).collect())
+                }
+                Spec::Service(service) => {
+                    (vec![fqdn(&doc.key.name, &doc.key.namespace)], service.ports.iter().map(|p| p.number).collect())
+                }
+                _ => continue,
+            };
+            for host in names.into_iter().filter(|h| patterns.iter().any(|p| host_matches(p, h))) {
+                let ports = (!ports.is_empty()).then(|| ports.clone());
+                hosts.push(EgressHostConfig { host, ports });
+            }
+        }
+        (OutboundTrafficPolicy::RegistryOnly, hosts)
+    } else if patterns.contains("*") {
+        (OutboundTrafficPolicy::AllowAny, Vec::new())
+    } else {
+        let hosts = patterns.into_iter().map(|host| EgressHostConfig { host, ports: None }).collect();
+        (OutboundTrafficPolicy::RegistryOnly, hosts)
+    };
+    let hosts = hosts.into_iter().filter(valid_egress_host).collect();
     EgressConfig { version: CONFIG_VERSION, outbound_traffic_policy: policy, hosts, dry_run: false, deny_status: None }
 }
 
