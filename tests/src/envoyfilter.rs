@@ -137,7 +137,7 @@ fn patch_listener_filters(patch: &Patch, config: &mut EnvoyConfig, http: bool) {
     let sub_filter = chain_match["filter"]["subFilter"]["name"].as_str();
     for listener in &mut config.listeners {
         // A sidecar's outbound patches do not touch its inbound listeners.
-        if !patch.matcher["context"].as_str().is_some_and(|c| c == "GATEWAY")
+        if patch.matcher["context"].as_str().is_none_or(|c| c != "GATEWAY")
             && listener["traffic_direction"].as_str() == Some("INBOUND")
         {
             continue;
