@@ -1,7 +1,8 @@
 //! The plain-Envoy gateway bootstraps of `examples/envoy-gateways/`, each in
 //! a real Envoy with the real xds-ext serving the example policy
-//! (`examples/envoy-gateways/policy/` plus bookinfo's Services,
-//! DestinationRules and ServiceEntries), one flow each:
+//! (`examples/envoy-gateways/policy/ingress-gateway.yaml`, bookinfo's
+//! `egress-gateway.yaml`, and bookinfo's Services, DestinationRules and
+//! ServiceEntries), one flow each:
 //! - ingress: `bookinfo.example.com` routed by the Gateway-bound
 //!   VirtualService, jason to reviews v2, everyone else to v1;
 //! - egress: the SNI of a ServiceEntry host goes on to that host (resolved
@@ -210,7 +211,7 @@ async fn the_egress_gateway_forwards_a_service_entry_sni_and_closes_an_unknown_o
     let dns = LoopbackDns::start().await;
     let service_entries = bookinfo("service-entry-httpbin-org.yaml");
     let config = XdsExt::config_dir(&[
-        ("egress-gateway.yaml", &example("policy/egress-gateway.yaml")),
+        ("egress-gateway.yaml", &bookinfo("egress-gateway.yaml")),
         ("service-entry-httpbin-org.yaml", &service_entries),
     ]);
     let xds = XdsExt::start(config.path(), "127.0.0.1:0").await;
