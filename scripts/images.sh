@@ -75,6 +75,7 @@ add_modules "$work/envoy"
 cat >"$work/envoy/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY . /
+ENV PATH=/usr/local/bin
 ENTRYPOINT ["/usr/local/bin/envoy"]
 DOCKERFILE
 
@@ -83,6 +84,7 @@ add_modules "$work/xds-ext"
 cat >"$work/xds-ext/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY . /
+ENV PATH=/usr/local/bin
 ENTRYPOINT ["/usr/local/bin/xds-ext"]
 DOCKERFILE
 
@@ -90,6 +92,7 @@ add_binary "$work/echo" target/debug/switchyard-echo
 cat >"$work/echo/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY . /
+ENV PATH=/usr/local/bin
 ENTRYPOINT ["/usr/local/bin/switchyard-echo"]
 DOCKERFILE
 
