@@ -11,6 +11,7 @@
 //! (`SWITCHYARD_SKIP_COMPOSE=1`, announced loudly); CI never skips.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,7 +80,11 @@ fn docker_or_skip() -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
     assert!(!(skip && ci), "{SKIP_VAR}=1 in CI: the compose test never skips in CI");
     if skip {
-        eprintln!("\n!!!!!!!! compose test SKIPPED ({SKIP_VAR}=1): the docker-compose mesh was NOT tested !!!!!!!!\n");
+        // Straight to stderr: the test harness hides eprintln! of a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!!!!! compose test SKIPPED ({SKIP_VAR}=1): the docker-compose mesh was NOT tested !!!!!!!!\n"
+        );
         return false;
     }
     if let Some(why) = docker_missing() {
