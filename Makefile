@@ -1,6 +1,6 @@
 # Switchyard: the verbs. `make run` and `make test` are the two a user needs;
 # both run `setup` first, which installs whatever this machine lacks.
-.PHONY: setup build build-wasm build-native lint test test-native test-wasm run images manifests bench bench-quick clean help
+.PHONY: setup build build-wasm build-native lint test test-native test-wasm run run-compose images manifests bench bench-quick clean help
 
 CARGO ?= cargo
 
@@ -10,6 +10,7 @@ help:
 	@echo "make setup   install toolchain pieces, Envoy $(shell sed -n 's/^ENVOY_VERSION=//p' scripts/setup.sh) and test tools (idempotent)"
 	@echo "make build   build target/switchyard/*.wasm and the native binaries"
 	@echo "make manifests  regenerate envoyfilter-manifests/components/*/routes.yaml (xds-ext manifests)"
+	@echo "make run-compose  the docker-compose mesh: gateways, sidecars, two xds-ext replicas (docs/compose.md)"
 	@echo "make images  build the docker-compose mesh's images locally (no registry), tags in examples/compose/.env"
 	@echo "make bench   the bench harness, full (~20 min; not part of make test); make bench-quick: < 3 min"
 	@echo "make clean   remove build output (keeps .venv and .tools)"
@@ -42,6 +43,10 @@ test-wasm:
 
 run: build
 	@scripts/run.sh
+
+# The docker-compose mesh (examples/compose, docs/compose.md); Ctrl-C takes it down.
+run-compose: build
+	@scripts/run-compose.sh
 
 # The route patches of envoyfilter-manifests/ that depend on the policy,
 # regenerated with `xds-ext manifests`; make test fails when they are stale.
