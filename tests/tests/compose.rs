@@ -142,6 +142,7 @@ impl Mesh {
         mesh.compose_ok(&["up", "-d", "--no-build", "--remove-orphans"]);
         mesh.ingress = format!("http://{}", mesh.port("istio-ingressgateway", 8080));
         mesh.wait_all_synced(Duration::from_secs(60)).await;
+        mesh.wait_clusters_resolved(Duration::from_secs(30)).await;
         eprintln!("compose: mesh {} up and synced in {:?}", mesh.project, started.elapsed());
         mesh
     }
@@ -219,6 +220,27 @@ impl Mesh {
                 "not every Envoy's stream SYNCED on {replicas:?} within {timeout:?} ({synced} of {STREAMS}): {nodes:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every cluster of every Envoy has a member: the DNS
+    /// names of pods that started after it are resolved.
+    async fn wait_clusters_resolved(&self, timeout: Duration) {
+        let started = Instant::now();
+        for envoy in ENVOYS {
+            loop {
+                let stats = self.stats(envoy).await;
+                let empty: Vec<_> = stats
+                    .iter()
+                    .filter(|(k, v)| k.ends_with(".membership_total") && *v == "0")
+                    .map(|(k, _)| k)
+                    .collect();
+                if !stats.is_empty() && empty.is_empty() {
+                    break;
+                }
+                assert!(started.elapsed() < timeout, "{envoy}: clusters without a member after {timeout:?}: {empty:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
 
