@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-# The policy the manifests are generated from: envoyfilter-manifests/base's
-# ConfigMap (bookinfo's jason -> reviews v2, the ratings abort, REGISTRY_ONLY
-# egress) plus the egress gateway of examples/bookinfo/egress-gateway.yaml.
-POLICY=(envoyfilter-manifests/base/policy examples/bookinfo/egress-gateway.yaml)
+# The policy the manifests are generated from: the one envoyfilter-manifests/base
+# puts in xds-ext's ConfigMap (bookinfo's files: jason -> reviews v2, the
+# ratings abort, REGISTRY_ONLY egress, the ingress and egress gateways).
+POLICY=(envoyfilter-manifests/base/policy)
 TARGETS=(sidecars ingress-gateway egress-gateway)
 XDS_EXT=${XDS_EXT:-target/debug/xds-ext}
 [ -x "$XDS_EXT" ] || die "$XDS_EXT not found: run make build"

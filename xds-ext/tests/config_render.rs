@@ -516,7 +516,7 @@ spec:
     let gateway = render(&store, &workload("istio-system", "istio=egressgateway"));
     let config = &gateway["switchyard.egress"];
     assert_eq!(config["outbound_traffic_policy"], "REGISTRY_ONLY");
-    assert_eq!(config["hosts"], json!([{"host": "api.external.example", "ports": [443]}]));
+    assert_eq!(config["hosts"], json!([{"host": "api.external.example"}]));
     assert_eq!(gateway["switchyard.egress-tls"], gateway["switchyard.egress"]);
 
     let ingress = render(&store, &workload("istio-system", "istio=ingressgateway"));

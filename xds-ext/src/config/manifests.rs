@@ -7,8 +7,9 @@
 //! istiod builds, per HTTP port, a route configuration whose virtual hosts
 //! are named `host:port` (`reviews.default.svc.cluster.local:9080` on a
 //! sidecar, `*:8080` on a gateway). A managed host gets one extra route, put
-//! first, that matches only when the routing filter set the cluster header
-//! and then reads its cluster from that header:
+//! first, that matches only when the routing filter decided (its filter
+//! state, which no client can set) and then reads the cluster from the
+//! filter's cluster header:
 //!
 //! - on a sidecar, `HTTP_ROUTE` `INSERT_FIRST` into the host's virtual host
 //!   (one EnvoyFilter per VirtualService or TrafficPolicy). istiod's own route
@@ -20,8 +21,9 @@
 //!   `REMOVE` of the `blackhole:port` host istiod puts on a port without any
 //!   (one EnvoyFilter per Gateway, selecting its workloads).
 //!
-//! The header is safe to read on any route: the routing filter removes a
-//! client-sent one on every request, managed host or not.
+//! A request the routing filter did not steer never takes that route, so a
+//! client-sent cluster header cannot pick a cluster (and the routing filter
+//! removes one on every request it sees anyway).
 
 use std::collections::BTreeSet;
 
@@ -229,19 +231,26 @@ fn routes_http(server: &GatewayServer) -> bool {
 // The pieces
 
 /// The route a managed host gets first: taken only when the routing filter
-/// chose a cluster, which it then names. Timeout and retries are the routing
-/// filter's `x-envoy-*` headers; `timeout: 0s` is Istio's default (no route
-/// timeout unless the VirtualService sets one).
+/// chose a cluster — it matches the filter state the routing filter sets
+/// with its decision (`wasm.switchyard.route`), which a client cannot send,
+/// unlike a header — and then reads the cluster from the filter's header.
+/// Timeout and retries are the routing filter's `x-envoy-*` headers;
+/// `timeout: 0s` is Istio's default (no route timeout unless the
+/// VirtualService sets one).
 fn switchyard_route() -> Value {
     json!({
         "name": "switchyard",
         "match": {
             "prefix": "/",
-            "headers": [{"name": DEFAULT_CLUSTER_HEADER, "present_match": true}],
+            "filter_state": [{"key": ROUTE_FILTER_STATE, "string_match": {"safe_regex": {"regex": ".+"}}}],
         },
         "route": {"cluster_header": DEFAULT_CLUSTER_HEADER, "timeout": "0s"},
     })
 }
+
+/// The routing filter's decision as Envoy filter state (`wasm.` + the
+/// filter's property name).
+const ROUTE_FILTER_STATE: &str = "wasm.switchyard.route";
 
 /// Every generated EnvoyFilter lives in Istio's root namespace: mesh-wide
 /// without a selector, and reaching gateways in any namespace with one.
@@ -345,7 +354,7 @@ spec:
         assert_eq!(patches[0]["match"]["routeConfiguration"]["portNumber"], 9080);
         let route = &patches[0]["patch"]["value"];
         assert_eq!(route["route"]["cluster_header"], "x-switchyard-cluster");
-        assert_eq!(route["match"]["headers"][0]["present_match"], true);
+        assert_eq!(route["match"]["filter_state"][0]["key"], "wasm.switchyard.route");
         assert!(manifests(store.documents(), Target::IngressGateway).envoy_filters.is_empty());
     }
 

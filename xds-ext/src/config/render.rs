@@ -1093,7 +1093,8 @@ fn egress_config(docs: &[Doc], viewer: &Viewer<'_>, routing: &RoutingConfig) -> 
 /// - an egress gateway (`istio: egressgateway`) is the mesh's way out, and
 ///   reaches only what the registry knows: REGISTRY_ONLY over the
 ///   ServiceEntry and Service hosts its server hosts admit (`*` admits every
-///   registry host), with their ports;
+///   registry host), on any port (a gateway listens on its Service's target
+///   ports, 8443 for 443, so the registry's port numbers do not apply);
 /// - any other gateway admits its server hosts (any port: the gateway
 ///   listens where its Service's target ports say), every host for `*`.
 fn gateway_egress_config(docs: &[Doc], viewer: &Viewer<'_>) -> EgressConfig {
@@ -1110,20 +1111,17 @@ fn gateway_egress_config(docs: &[Doc], viewer: &Viewer<'_>) -> EgressConfig {
     let (policy, hosts) = if egress_gateway {
         let mut hosts = Vec::new();
         for doc in docs {
-            let (names, ports): (Vec<String>, Vec<u16>) = match &doc.spec {
+            let names: Vec<String> = match &doc.spec {
                 Spec::ServiceEntry(se)
                     if exported_to(&se.export_to, &doc.key.namespace, &viewer.workload.namespace) =>
                 {
-                    (se.hosts.iter().map(|h| fqdn_of(h, doc)).collect(), se.ports.iter().map(|p| p.number).collect())
+                    se.hosts.iter().map(|h| fqdn_of(h, doc)).collect()
                 }
-                Spec::Service(service) => {
-                    (vec![fqdn(&doc.key.name, &doc.key.namespace)], service.ports.iter().map(|p| p.number).collect())
-                }
+                Spec::Service(_) => vec![fqdn(&doc.key.name, &doc.key.namespace)],
                 _ => continue,
             };
             for host in names.into_iter().filter(|h| patterns.iter().any(|p| host_matches(p, h))) {
-                let ports = (!ports.is_empty()).then(|| ports.clone());
-                hosts.push(EgressHostConfig { host, ports });
+                hosts.push(EgressHostConfig { host, ports: None });
             }
         }
         (OutboundTrafficPolicy::RegistryOnly, hosts)
