@@ -5,7 +5,7 @@
 CARGO ?= cargo
 
 help:
-	@echo "make run     demo backends + xds-ext (Istio bookinfo YAML) + Envoy with the four filters over ECDS"
+	@echo "make run     the bookinfo mesh on loopback: gateways, sidecars, two xds-ext replicas (Istio YAML over ECDS)"
 	@echo "make test    install what is missing, build, lint, run every test (real Envoy)"
 	@echo "make setup   install toolchain pieces, Envoy $(shell sed -n 's/^ENVOY_VERSION=//p' scripts/setup.sh) and test tools (idempotent)"
 	@echo "make build   build target/switchyard/*.wasm and the native binaries"
