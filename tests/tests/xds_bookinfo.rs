@@ -128,7 +128,7 @@ impl Drop for TcpUpstream {
     }
 }
 
-/// The sidecar bootstrap, after `examples/local/envoy.yaml` (the `make run`
+/// The sidecar bootstrap, after `examples/local/envoy.yaml` (the example
 /// sidecar of productpage v1): listener `outbound` (HTTP, the four filters
 /// over ECDS) and listener `tls` (proxy_protocol + tls_inspector, the
 /// egress-tls network filter over ECDS, tcp_proxy to www.google.com's
