@@ -169,11 +169,12 @@ fn policy_dir(replace: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-/// xds-ext serving local code: Envoy 1.40 fetches remote code only while a
-/// listener warms, so a config that first arrives later (xds-ext down when
-/// the proxy started) must name modules already on the proxy's disk.
-async fn xds_ext_local_modules(policy: &Path, grpc: &str) -> XdsExt {
-    XdsExt::start_with_args(policy, grpc, &workspace_root().join("target/switchyard"), &[]).await
+/// xds-ext as `overlays/modules-inline` runs it: the modules inside each
+/// resource. Envoy 1.40 fetches remote code only while a listener warms, so
+/// a config that first arrives later (xds-ext down when the proxy started)
+/// needs its code inline (or on the proxy's disk).
+async fn xds_ext_inline_modules(policy: &Path, grpc: &str) -> XdsExt {
+    XdsExt::start_with_args(policy, grpc, &workspace_root().join("target/switchyard"), &["--inline-modules"]).await
 }
 
 async fn xds_ext(policy: &Path, grpc: &str) -> XdsExt {
@@ -391,7 +392,7 @@ async fn sidecar_before_xds_ext(backends: &Backends, overlay_name: &str) -> (Env
     let port = port.unwrap_or_else(|e| panic!("{e}"));
     let policy = policy_dir(&[]);
     // The module cluster's endpoint: an xds-ext whose gRPC port Envoy does
-    // not know (the late xds-ext serves local code, see xds_ext_local_modules).
+    // not know (the late xds-ext sends inline code, see xds_ext_inline_modules).
     let modules_only = xds_ext(policy.path(), "127.0.0.1:0").await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let bootstrap =
@@ -445,7 +446,7 @@ async fn without_xds_ext_routing_fault_and_mirror_pass_to_istio_and_with_fail_op
 
     // xds-ext comes up: the policy applies without a restart and without a
     // single failed request on the way (no NFCF window).
-    let xds = xds_ext_local_modules(policy.path(), &format!("127.0.0.1:{port}")).await;
+    let xds = xds_ext_inline_modules(policy.path(), &format!("127.0.0.1:{port}")).await;
     let seen = until_configured(&envoy, "fail-open").await;
     assert_eq!(seen, [200].into(), "only 200s while the configs arrived\n{}", xds.log());
 }
@@ -460,7 +461,7 @@ async fn without_xds_ext_egress_fails_closed_by_default_until_the_first_config()
     }
     assert_eq!(backends.internet.requests() + backends.reviews.iter().map(EchoServer::requests).sum::<usize>(), 0);
 
-    let xds = xds_ext_local_modules(policy.path(), &format!("127.0.0.1:{port}")).await;
+    let xds = xds_ext_inline_modules(policy.path(), &format!("127.0.0.1:{port}")).await;
     let seen = until_configured(&envoy, "fail-closed").await;
     assert!(seen.is_subset(&[200, 403].into()), "403 before, 200 after, nothing else: {seen:?}\n{}", xds.log());
 }
@@ -534,10 +535,10 @@ async fn egress_gateway_routes_service_entry_hosts_and_closes_an_unknown_sni_bef
         ("    - www.google.com\n    tls:", "    - \"*\"\n    tls:"),
         ("      - istio-system/istio-egressgateway\n      port: 80", "      - istio-system/istio-egressgateway"),
     ]);
-    // Local code: the gateway runs the egress module twice (HTTP egress and
+    // Inline code: the gateway runs the egress module twice (HTTP egress and
     // egress-tls), and Envoy 1.40 fails the second of two remote fetches of
     // one module in flight at once ("failed to load (cached)"); docs/istio.md.
-    let xds = xds_ext_local_modules(policy.path(), "127.0.0.1:0").await;
+    let xds = xds_ext_inline_modules(policy.path(), "127.0.0.1:0").await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut config = EnvoyConfig {
         listeners: vec![

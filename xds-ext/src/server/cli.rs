@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// The Envoy cluster that reaches --module-base-url.
     #[arg(long, requires = "module_base_url")]
     module_cluster: Option<String>,
+    /// Send the modules' bytes inside each resource (`local` code with
+    /// `inline_bytes`) instead of a path or a URL: nothing to fetch or mount,
+    /// so a config loads whenever it reaches Envoy (Envoy 1.40 fetches
+    /// `remote` code only while a listener warms). Costs the module's size
+    /// (100-400 KB) per resource and push.
+    #[arg(long, conflicts_with = "module_base_url")]
+    inline_modules: bool,
     /// Most ECDS streams served at once; more are refused (RESOURCE_EXHAUSTED).
     #[arg(long, default_value_t = 20_000)]
     max_streams: usize,
@@ -119,6 +126,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let config_dir = std::path::absolute(&args.config_dir).map_err(|e| format!("--config-dir: {e}"))?;
     let source = match (args.module_base_url, args.module_cluster) {
         (Some(base_url), Some(cluster)) => ModuleSource::Remote { base_url, cluster },
+        _ if args.inline_modules => ModuleSource::Inline,
         _ => ModuleSource::Local { dir: modules_dir.clone() },
     };
     let (modules, warnings) = Modules::load(&modules_dir, source)?;

@@ -49,6 +49,9 @@ pub enum ModuleSource {
     /// `vm_config.code.remote`: `<base_url>/<module>.wasm` fetched through
     /// Envoy cluster `cluster`, checked against the sha256 of the file xds-ext serves.
     Remote { base_url: String, cluster: String },
+    /// `vm_config.code.local.inline_bytes`: the module itself, in every
+    /// resource. Nothing for Envoy to fetch or find on disk.
+    Inline,
 }
 
 /// The filters' `.wasm` modules as xds-ext knows them: read once at start, so
@@ -67,8 +70,8 @@ pub struct ModuleFile {
 
 impl Modules {
     /// Reads `<dir>/<module>.wasm` for every filter. A missing file is an
-    /// error for `Remote` (nothing to serve or hash) and a warning for
-    /// `Local` (the path is Envoy's, which may not be ours).
+    /// error for `Remote` and `Inline` (nothing to serve, hash or send) and a
+    /// warning for `Local` (the path is Envoy's, which may not be ours).
     pub fn load(dir: &Path, source: ModuleSource) -> Result<(Modules, Vec<String>), String> {
         let mut files = BTreeMap::new();
         let mut warnings = Vec::new();
@@ -84,7 +87,9 @@ impl Modules {
                     files.insert(module.to_owned(), ModuleFile { bytes: Arc::new(bytes), sha256 });
                 }
                 Err(e) => match source {
-                    ModuleSource::Remote { .. } => return Err(format!("reading module {}: {e}", path.display())),
+                    ModuleSource::Remote { .. } | ModuleSource::Inline => {
+                        return Err(format!("reading module {}: {e}", path.display()))
+                    }
                     ModuleSource::Local { .. } => warnings.push(format!("module {}: {e}", path.display())),
                 },
             }
@@ -110,6 +115,13 @@ impl Modules {
                 )),
                 ..Default::default()
             }),
+            ModuleSource::Inline => {
+                let file = self.files.get(module).ok_or_else(|| format!("module {module}.wasm was not loaded"))?;
+                async_data_source::Specifier::Local(DataSource {
+                    specifier: Some(data_source::Specifier::InlineBytes(file.bytes.as_ref().clone())),
+                    ..Default::default()
+                })
+            }
             ModuleSource::Remote { base_url, cluster } => {
                 let file = self.files.get(module).ok_or_else(|| format!("module {module}.wasm was not loaded"))?;
                 async_data_source::Specifier::Remote(RemoteDataSource {
@@ -219,6 +231,26 @@ mod tests {
         let Some(plugin_config::Vm::VmConfig(vm)) = plugin.vm else { panic!("no vm config") };
         let Some(async_data_source::Specifier::Local(local)) = vm.code.unwrap().specifier else { panic!("not local") };
         assert_eq!(local.specifier, Some(data_source::Specifier::Filename("/m/egress.wasm".into())));
+    }
+
+    #[test]
+    fn inline_modules_travel_in_the_resource_and_a_missing_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for module in ["routing", "fault", "mirror", "egress"] {
+            std::fs::write(dir.path().join(format!("{module}.wasm")), format!("\0asm {module}")).unwrap();
+        }
+        let (modules, warnings) = Modules::load(dir.path(), ModuleSource::Inline).unwrap();
+        assert!(warnings.is_empty());
+        let built = modules.build("switchyard.egress-tls", "{}").unwrap();
+        let config = TypedExtensionConfig::decode(built.resource.value.as_slice()).unwrap();
+        let wasm = NetworkWasm::decode(config.typed_config.unwrap().value.as_slice()).unwrap();
+        let Some(plugin_config::Vm::VmConfig(vm)) = wasm.config.unwrap().vm else { panic!("no vm config") };
+        let Some(async_data_source::Specifier::Local(local)) = vm.code.unwrap().specifier else { panic!("not local") };
+        assert_eq!(local.specifier, Some(data_source::Specifier::InlineBytes(b"\0asm egress".to_vec())));
+
+        std::fs::remove_file(dir.path().join("fault.wasm")).unwrap();
+        let missing = Modules::load(dir.path(), ModuleSource::Inline).unwrap_err();
+        assert!(missing.contains("fault.wasm"), "{missing}");
     }
 
     #[test]
