@@ -195,6 +195,7 @@ struct Backends {
     reviews: [EchoServer; 3],
     ratings: EchoServer,
     internet: EchoServer,
+    egress_gateway: EchoServer,
 }
 
 impl Backends {
@@ -207,6 +208,7 @@ impl Backends {
             ],
             ratings: EchoServer::start("ratings", "v1").await,
             internet: EchoServer::start("internet", "-").await,
+            egress_gateway: EchoServer::start("istio-egressgateway", "-").await,
         }
     }
 }
@@ -224,13 +226,21 @@ fn productpage_sidecar(
     let (reviews, ratings) = (fqdn("reviews"), fqdn("ratings"));
     let [v1, v2, v3] = &backends.reviews;
     let mut config = EnvoyConfig {
-        listeners: vec![http_listener("0.0.0.0_9080", "9080", dir)],
-        route_configs: vec![json!({"name": "9080", "virtual_hosts": [
-            sidecar_vhost(&reviews, 9080),
-            sidecar_vhost(&ratings, 9080),
-            {"name": "allow_any", "domains": ["*"], "routes": [{"name": "allow_any", "match": {"prefix": "/"},
-                "route": {"cluster": "PassthroughCluster", "timeout": "0s"}}]},
-        ]})],
+        listeners: vec![http_listener("0.0.0.0_9080", "9080", dir), http_listener("0.0.0.0_80", "80", dir)],
+        route_configs: vec![
+            json!({"name": "9080", "virtual_hosts": [
+                sidecar_vhost(&reviews, 9080),
+                sidecar_vhost(&ratings, 9080),
+                {"name": "allow_any", "domains": ["*"], "routes": [{"name": "allow_any", "match": {"prefix": "/"},
+                    "route": {"cluster": "PassthroughCluster", "timeout": "0s"}}]},
+            ]}),
+            // Port 80: the ServiceEntry host httpbin.org, which the policy
+            // sends through the egress gateway (`match: port: 80`).
+            json!({"name": "80", "virtual_hosts": [
+                {"name": "httpbin.org:80", "domains": ["httpbin.org", "httpbin.org:80"], "routes": [{"name": "default",
+                    "match": {"prefix": "/"}, "route": {"cluster": "outbound|80||httpbin.org", "timeout": "0s"}}]},
+            ]}),
+        ],
         clusters: vec![
             outbound_cluster(9080, "", &reviews, &[v1.port(), v2.port(), v3.port()]),
             outbound_cluster(9080, "v1", &reviews, &[v1.port()]),
@@ -238,6 +248,13 @@ fn productpage_sidecar(
             outbound_cluster(9080, "v3", &reviews, &[v3.port()]),
             outbound_cluster(9080, "", &ratings, &[backends.ratings.port()]),
             outbound_cluster(9080, "v1", &ratings, &[backends.ratings.port()]),
+            outbound_cluster(80, "", "httpbin.org", &[backends.internet.port()]),
+            outbound_cluster(
+                80,
+                "",
+                "istio-egressgateway.istio-system.svc.cluster.local",
+                &[backends.egress_gateway.port()],
+            ),
             json!({"name": "PassthroughCluster", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
                 "cluster_name": "PassthroughCluster",
                 "endpoints": [{"lb_endpoints": [{"endpoint": {"address": loopback_address(backends.internet.port())}}]}]}}),
@@ -375,6 +392,13 @@ async fn sidecar_manifests_route_jason_to_v2_abort_ratings_and_deny_unknown_host
     let (status, service, _) = call(&envoy, "unknown.example.com", &[]).await;
     assert_eq!((status, service.as_str()), (502, ""), "REGISTRY_ONLY denies an unknown host");
     assert_eq!(backends.internet.requests(), 0, "nothing reached the outside");
+    // httpbin.org on port 80 goes to the egress gateway (the rule's `port: 80`
+    // is the port of istiod's virtual host `httpbin.org:80`).
+    let url = format!("http://127.0.0.1:{}/get", envoy.listener_port("0.0.0.0_80"));
+    let via = http_client().get(&url).header("host", "httpbin.org").send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(via.status().as_u16(), 200);
+    assert_eq!(via.json::<Value>().await.unwrap_or_default()["service"], "istio-egressgateway");
+    assert_eq!(backends.internet.requests(), 0, "nothing reached the outside directly");
     // A client cannot pick a cluster by sending the routing filter's header.
     let forged = [("x-switchyard-cluster", "outbound|9080|v1|ratings.default.svc.cluster.local")];
     assert_eq!(call(&envoy, "reviews:9080", &forged).await.1, "reviews");
@@ -527,14 +551,10 @@ async fn egress_gateway_routes_service_entry_hosts_and_closes_an_unknown_sni_bef
     let google = EchoServer::start("www.google.com", "-").await;
     // The Gateway passes every SNI through (hosts "*"): only Switchyard's
     // egress policy (the ServiceEntry hosts) stands between it and the outside.
-    // The gateway's `match.port: 80` is the Gateway server port, which the
-    // routing filter compares with the port the request arrived on (the
-    // gateway pod's 8080, here a loopback port): not matched yet, so the
-    // test drops that match (known gap, left for the Istio-fidelity work).
-    let policy = policy_dir(&[
-        ("    - www.google.com\n    tls:", "    - \"*\"\n    tls:"),
-        ("      - istio-system/istio-egressgateway\n      port: 80", "      - istio-system/istio-egressgateway"),
-    ]);
+    // The rule's `match.port: 80` is the Gateway server port: the routing
+    // filter takes it from the virtual host `httpbin.org:80`, not from the
+    // port the gateway listens on (8080 in a pod, a loopback port here).
+    let policy = policy_dir(&[("    - www.google.com\n    tls:", "    - \"*\"\n    tls:")]);
     // Inline code: the gateway runs the egress module twice (HTTP egress and
     // egress-tls), and Envoy 1.40 fails the second of two remote fetches of
     // one module in flight at once ("failed to load (cached)"); docs/istio.md.

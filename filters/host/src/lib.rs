@@ -80,6 +80,25 @@ impl HeaderSource for HostRequestHeaders {
     fn header(&self, name: &str) -> Option<String> {
         request_header(name)
     }
+
+    /// Istio's port for `match.port`: the `:port` of the virtual host istiod
+    /// names `host:port` (the service port on a sidecar, the Gateway server
+    /// port on a gateway, where the pod listens on its target port, 8080 for
+    /// 80); else, outside an Istio-shaped route table, the port the
+    /// connection was made to.
+    fn port(&self) -> Option<u16> {
+        let vhost = hostcalls::get_property(vec!["xds", "virtual_host_name"]).ok().flatten();
+        let from_vhost = vhost.as_deref().and_then(|name| {
+            let name = std::str::from_utf8(name).ok()?;
+            name.rsplit_once(':')?.1.parse::<u16>().ok()
+        });
+        from_vhost.or_else(|| {
+            // `destination.port` is an int64, little-endian.
+            let bytes = hostcalls::get_property(vec!["destination", "port"]).ok().flatten()?;
+            let bytes: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+            u16::try_from(i64::from_le_bytes(bytes)).ok()
+        })
+    }
 }
 
 /// wyrand, seeded from host time: wasm32-unknown-unknown has no OS entropy,

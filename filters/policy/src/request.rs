@@ -8,6 +8,14 @@
 /// the values joined with `,` (what Envoy's header matcher sees).
 pub trait HeaderSource {
     fn header(&self, name: &str) -> Option<String>;
+
+    /// The port a `match.port` is compared with, asked only when a matcher
+    /// sets one. In Istio that is the port of the service (sidecar) or of
+    /// the Gateway server (gateway), not necessarily the one the proxy
+    /// listens on. `None`: such matchers never match.
+    fn port(&self) -> Option<u16> {
+        None
+    }
 }
 
 /// One request being matched. Every header is fetched from the source at
@@ -16,7 +24,8 @@ pub trait HeaderSource {
 /// reading two or three headers.
 pub struct Request<'s, S: HeaderSource + ?Sized> {
     source: &'s S,
-    port: Option<u16>,
+    /// `None` until asked (or given by `with_port`).
+    port: Option<Option<u16>>,
     // Few distinct headers are read per request, so a vector beats a map.
     fetched: Vec<(Box<str>, Option<String>)>,
 }
@@ -26,15 +35,16 @@ impl<'s, S: HeaderSource + ?Sized> Request<'s, S> {
         Request { source, port: None, fetched: Vec::new() }
     }
 
-    /// The destination (listener) port, for match blocks that set `port`.
-    /// Without it such blocks never match.
+    /// The port for match blocks that set `port`, instead of asking the
+    /// source (`HeaderSource::port`).
     pub fn with_port(mut self, port: u16) -> Self {
-        self.port = Some(port);
+        self.port = Some(Some(port));
         self
     }
 
-    pub fn port(&self) -> Option<u16> {
-        self.port
+    /// The port, from `with_port` or else the source, asked at most once.
+    pub fn port(&mut self) -> Option<u16> {
+        *self.port.get_or_insert_with(|| self.source.port())
     }
 
     /// The header's value; `name` must be lowercase.
@@ -77,5 +87,43 @@ impl HeaderSource for StaticHeaders {
             joined.push_str(v);
             joined
         }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    /// A source that knows its port and counts how often it is asked.
+    struct Ported {
+        port: Option<u16>,
+        asked: Cell<u32>,
+    }
+
+    impl HeaderSource for Ported {
+        fn header(&self, _name: &str) -> Option<String> {
+            None
+        }
+
+        fn port(&self) -> Option<u16> {
+            self.asked.set(self.asked.get() + 1);
+            self.port
+        }
+    }
+
+    #[test]
+    fn the_port_comes_from_the_source_once_and_with_port_overrides_it() {
+        let source = Ported { port: Some(80), asked: Cell::new(0) };
+        let mut req = Request::new(&source);
+        assert_eq!((req.port(), req.port()), (Some(80), Some(80)));
+        assert_eq!(source.asked.get(), 1, "asked once");
+        let mut given = Request::new(&source).with_port(9080);
+        assert_eq!(given.port(), Some(9080));
+        assert_eq!(source.asked.get(), 1, "not asked when given");
+        let unknown = Ported { port: None, asked: Cell::new(0) };
+        assert_eq!(Request::new(&unknown).port(), None);
     }
 }
