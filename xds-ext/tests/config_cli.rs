@@ -194,3 +194,30 @@ fn validate_filter_config_checks_filter_json() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("unsupported config version 2"), "{}", stdout(&out));
 }
+
+/// `xds-ext manifests` on bookinfo steps, against the files in tests/golden/
+/// (regenerate with `UPDATE_GOLDEN=1 cargo test -p xds-ext --test config_cli`).
+#[test]
+fn manifests_of_the_bookinfo_steps_match_their_golden_files() {
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("manifests-reviews-test-v2-sidecars.yaml", &["virtual-service-reviews-test-v2.yaml"], "sidecars"),
+        ("manifests-gateways-ingress.json", &["bookinfo-gateway.yaml"], "ingress-gateway"),
+        ("manifests-egress-gateway-all.yaml", &["service-entry-httpbin-org.yaml", "egress-gateway.yaml"], "all"),
+    ];
+    for (golden, steps, target) in cases {
+        let mut args = vec!["manifests", "services.yaml", "destination-rule-all.yaml"];
+        args.extend_from_slice(steps);
+        args.extend_from_slice(&["--for", target]);
+        if golden.ends_with(".json") {
+            args.extend_from_slice(&["-o", "json"]);
+        }
+        let out = xds_ext(&args);
+        assert!(out.status.success(), "{golden}: {}", stderr(&out));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(golden);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, stdout(&out)).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(stdout(&out), want, "{golden} differs: rerun with UPDATE_GOLDEN=1 if the change is intended");
+    }
+}
