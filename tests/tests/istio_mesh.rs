@@ -88,6 +88,46 @@ fn http_listener(name: &str, route: &str, rds_dir: &Path) -> Value {
     })
 }
 
+/// istiod's `virtualOutbound` (port 15001 in a pod: the iptables target
+/// handing connections to the port listeners; what matches none passes
+/// through by TCP).
+fn virtual_outbound() -> Value {
+    json!({
+        "name": "virtualOutbound",
+        "address": loopback_address(0),
+        "traffic_direction": "OUTBOUND",
+        "use_original_dst": true,
+        "filter_chains": [{"name": "virtualOutbound-catchall-tcp", "filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                             "stat_prefix": "PassthroughCluster", "cluster": "PassthroughCluster"},
+        }]}],
+    })
+}
+
+/// istiod's `virtualInbound` (15006): the workload's inbound HTTP, with an
+/// HCM of its own that outbound patches must leave alone.
+fn virtual_inbound(app_port: u16) -> Value {
+    json!({
+        "name": "virtualInbound",
+        "address": loopback_address(0),
+        "traffic_direction": "INBOUND",
+        "filter_chains": [{"name": format!("0.0.0.0_{app_port}"), "filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "inbound_0.0.0.0_9080",
+                "route_config": {"name": format!("inbound|{app_port}||"), "virtual_hosts": [{"name": "inbound|http|9080",
+                    "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": format!("inbound|{app_port}||")}}]}]},
+                "http_filters": [
+                    {"name": "envoy.filters.http.fault", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
+                    {"name": ROUTER, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                ],
+            },
+        }]}],
+    })
+}
+
 /// The egress gateway's TLS listener for a PASSTHROUGH server with hosts
 /// `*`: tls_inspector, and a chain sending every SNI on by tcp_proxy.
 fn tls_passthrough_listener(name: &str, cluster: &str) -> Value {
@@ -226,7 +266,12 @@ fn productpage_sidecar(
     let (reviews, ratings) = (fqdn("reviews"), fqdn("ratings"));
     let [v1, v2, v3] = &backends.reviews;
     let mut config = EnvoyConfig {
-        listeners: vec![http_listener("0.0.0.0_9080", "9080", dir), http_listener("0.0.0.0_80", "80", dir)],
+        listeners: vec![
+            virtual_outbound(),
+            virtual_inbound(9080),
+            http_listener("0.0.0.0_9080", "9080", dir),
+            http_listener("0.0.0.0_80", "80", dir),
+        ],
         route_configs: vec![
             json!({"name": "9080", "virtual_hosts": [
                 sidecar_vhost(&reviews, 9080),
@@ -249,6 +294,9 @@ fn productpage_sidecar(
             outbound_cluster(9080, "", &ratings, &[backends.ratings.port()]),
             outbound_cluster(9080, "v1", &ratings, &[backends.ratings.port()]),
             outbound_cluster(80, "", "httpbin.org", &[backends.internet.port()]),
+            json!({"name": "inbound|9080||", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+                "cluster_name": "inbound|9080||",
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": loopback_address(backends.internet.port())}}]}]}}),
             outbound_cluster(
                 80,
                 "",
@@ -280,10 +328,13 @@ fn productpage_sidecar(
     dynamic_bootstrap(dir, node, &config, static_clusters)
 }
 
-fn http_filter_names(bootstrap_dir: &Path) -> Vec<String> {
+/// The HTTP filters of listener `name` as written to LDS.
+fn http_filter_names(bootstrap_dir: &Path, name: &str) -> Vec<String> {
     let lds: Value = serde_json::from_str(&std::fs::read_to_string(bootstrap_dir.join("lds.json")).unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}"));
-    lds["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    let listeners = lds["resources"].as_array().cloned().unwrap_or_default();
+    let listener = listeners.iter().find(|l| l["name"] == name).unwrap_or_else(|| panic!("no listener {name}"));
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
         .as_array()
         .into_iter()
         .flatten()
@@ -326,7 +377,7 @@ async fn sidecar_manifests_route_jason_to_v2_abort_ratings_and_deny_unknown_host
     let bootstrap =
         productpage_sidecar(dir.path(), &backends, (xds.grpc_port, xds.admin_port), &overlay("sidecars"), vec![]);
     assert_eq!(
-        http_filter_names(dir.path()),
+        http_filter_names(dir.path(), "0.0.0.0_9080"),
         [
             "envoy.filters.http.cors",
             "envoy.filters.http.fault",
@@ -337,6 +388,11 @@ async fn sidecar_manifests_route_jason_to_v2_abort_ratings_and_deny_unknown_host
             ROUTER
         ],
         "the filters go before the router, in priority order, after Istio's own"
+    );
+    assert_eq!(
+        http_filter_names(dir.path(), "virtualInbound"),
+        ["envoy.filters.http.fault", ROUTER],
+        "SIDECAR_OUTBOUND patches leave the inbound listener alone"
     );
     let envoy = Envoy::builder(bootstrap)
         .component_log_level("wasm:debug,http:debug")
@@ -522,7 +578,12 @@ async fn envoy_grpc_to_a_cds_cluster_makes_envoy_refuse_the_listener_and_a_boots
     }
     write(dir.path(), "cds.json", &resources.to_string());
     let refused = Envoy::start(bootstrap).await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(refused.listener_ports().is_empty(), "the listener must be refused: {:?}", refused.listener_ports());
+    let ports = refused.listener_ports();
+    assert!(
+        !ports.contains_key("0.0.0.0_9080") && !ports.contains_key("0.0.0.0_80"),
+        "the listeners with the filters must be refused: {ports:?}"
+    );
+    assert!(ports.contains_key("virtualOutbound"), "the others stay: {ports:?}");
     assert!(refused.counter("listener_manager.lds.update_rejected").await >= 1);
     assert!(
         refused.log().contains("statically defined non-EDS cluster"),
