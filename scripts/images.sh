@@ -2,7 +2,7 @@
 # make images: the compose mesh's three images, built here without a
 # registry (nothing is pulled): FROM scratch + one binary + the shared
 # libraries `ldd` lists + the dynamic loader.
-#   switchyard-envoy   Envoy 1.40 (.tools/bin/envoy) + the modules in /switchyard/modules
+#   switchyard-envoy   Envoy 1.40 (.tools/bin/envoy) + the modules in /var/lib/switchyard/modules (where envoyfilter-manifests/base expects them)
 #   switchyard-xds-ext xds-ext + the same modules (it serves and hashes them)
 #   switchyard-echo    switchyard-echo, the bookinfo-shaped backend
 # Each is tagged with the sha256 of its build context, so an unchanged image
@@ -44,8 +44,8 @@ add_binary() {
 }
 
 add_modules() {
-    mkdir -p "$1/switchyard/modules"
-    for m in "${MODULES[@]}"; do cp "target/switchyard/$m.wasm" "$1/switchyard/modules/"; done
+    mkdir -p "$1/var/lib/switchyard/modules"
+    for m in "${MODULES[@]}"; do cp "target/switchyard/$m.wasm" "$1/var/lib/switchyard/modules/"; done
 }
 
 # build NAME CONTEXT: docker build unless NAME:<hash of CONTEXT> exists;
