@@ -221,3 +221,18 @@ fn manifests_of_the_bookinfo_steps_match_their_golden_files() {
         assert_eq!(stdout(&out), want, "{golden} differs: rerun with UPDATE_GOLDEN=1 if the change is intended");
     }
 }
+
+#[test]
+fn validate_counts_a_document_with_a_reference_error_as_not_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("reviews.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http: [{route: [{destination: {host: reviews, subset: v9}}]}]\n",
+    )
+    .unwrap();
+    let out = xds_ext(&["validate", "services.yaml", "destination-rule-all.yaml", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("reviews.yaml:6: VirtualService default/reviews"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("8 document(s) valid, 1 error(s), 0 warning(s)"), "{}", stderr(&out));
+}

@@ -298,7 +298,10 @@ spec:
             .any(|e| e.starts_with("test.yaml:30: DestinationRule default/ratings: spec.host: host is required")),
         "{errors:#?}"
     );
-    assert_eq!(errors.len(), 2, "{errors:#?}");
+    // A document with decode errors is still checked for references: its
+    // unknown subsets show in the same pass.
+    assert!(errors.iter().any(|e| e.contains("subset \"v2\" of reviews.shop.svc.cluster.local")), "{errors:#?}");
+    assert_eq!(errors.len(), 4, "{errors:#?}");
 
     // Fixed weight type: now the compile errors show, one per filter config, with lines.
     let fixed = r#"apiVersion: networking.istio.io/v1
@@ -366,7 +369,7 @@ fn duplicate_documents_are_errors_and_the_first_wins() {
     assert_eq!(store.documents().len(), 1);
     assert_eq!(
         errors(&problems),
-        ["test.yaml:8: Service default/a: metadata.name: already defined at line 3; this definition is ignored"]
+        ["test.yaml:8: Service default/a: metadata.name: defined twice in this file, here and at line 3 (Kubernetes holds one object per kind, namespace and name): the one at line 3 is used until one of them is removed"]
     );
 }
 
@@ -420,5 +423,52 @@ fn a_mesh_virtual_service_for_every_host_is_refused_as_in_istio() {
     assert_eq!(
         errors(&problems),
         ["test.yaml:4: VirtualService default/all: spec.hosts[0]: host \"*\" is not allowed for the mesh (Istio refuses it): name the hosts"]
+    );
+}
+
+#[test]
+fn a_kind_list_is_read_item_by_item_with_their_own_lines() {
+    let (store, problems) = load_one(
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n  spec: {ports: [{port: 80, name: http}]}\n- apiVersion: networking.istio.io/v1\n  kind: VirtualService\n  metadata: {name: a}\n  spec:\n    hosts: [a]\n    http: [{timeout: soon, route: [{destination: {host: a}}]}]\n",
+    );
+    assert_eq!(store.documents().len(), 1, "the Service; the VirtualService has an error");
+    assert_eq!(
+        errors(&problems),
+        ["test.yaml:13: VirtualService default/a: spec.http[0].timeout: invalid duration \"soon\""]
+    );
+}
+
+#[test]
+fn export_to_is_checked_as_istio_does() {
+    let vs = |export: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a}}\nspec:\n  hosts: [a.example.com]\n  exportTo: {export}\n  http: [{{route: [{{destination: {{host: a.example.com, port: {{number: 80}}}}}}]}}]\n")
+    };
+    for (export, message) in [
+        ("[\"~\"]", "allowed only on a ServiceEntry"),
+        ("[\"*\", \".\"]", "cannot be combined"),
+        ("[\".\", \".\"]", "duplicate entry"),
+        ("[\"Not_A_Namespace\"]", "is not \".\", \"*\" or a namespace name"),
+    ] {
+        let (_, problems) = load_one(&vs(export));
+        let errors = errors(&problems);
+        assert!(errors.len() == 1 && errors[0].contains(message), "{export}: {errors:#?}");
+    }
+    for export in ["[\".\"]", "[\"*\"]", "[\"shop\", \"default\"]"] {
+        let (_, problems) = load_one(&vs(export));
+        assert!(errors(&problems).is_empty(), "{export}: {problems:#?}");
+    }
+    let se = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: e}\nspec:\n  hosts: [e.example.com]\n  exportTo: [\"~\"]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n";
+    assert!(errors(&load_one(se).1).is_empty(), "~ is fine on a ServiceEntry");
+}
+
+#[test]
+fn a_virtual_service_bound_to_a_missing_gateway_is_a_warning() {
+    let (_, problems) = load_one(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a.example.com]\n  gateways: [mesh, public]\n  http: [{route: [{destination: {host: a.example.com, port: {number: 80}}}]}]\n",
+    );
+    let warnings: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        ["warning: test.yaml:6: VirtualService default/a: spec.gateways[1]: Gateway default/public is not defined in these documents: what is bound to it applies nowhere"]
     );
 }

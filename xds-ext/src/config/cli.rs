@@ -223,7 +223,10 @@ fn manifests_verb(paths: &[PathBuf], target: ManifestTarget, output: ManifestFor
 }
 
 fn validate(paths: &[PathBuf], output: Output) -> ExitCode {
-    let (store, problems) = ConfigStore::load_paths(paths);
+    let (store, mut problems) = ConfigStore::load_paths(paths);
+    let known: std::collections::BTreeSet<String> = problems.iter().map(ToString::to_string).collect();
+    problems.extend(store.render_problems().into_iter().filter(|p| !known.contains(&p.to_string())));
+    problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     let failed = problems.iter().any(Problem::is_error);
     match output {
         Output::Table => {
@@ -231,11 +234,12 @@ fn validate(paths: &[PathBuf], output: Output) -> ExitCode {
                 println!("{p}");
             }
             let errors = problems.iter().filter(|p| p.is_error()).count();
-            let summary = format!(
-                "{} document(s) valid, {errors} error(s), {} warning(s)",
-                store.documents().len(),
-                problems.len() - errors
-            );
+            // A document with a reference error is loaded but not valid.
+            let with_errors: std::collections::BTreeSet<&str> =
+                problems.iter().filter(|p| p.is_error()).map(|p| p.document.as_str()).collect();
+            let valid = store.documents().iter().filter(|d| !with_errors.contains(d.key.to_string().as_str())).count();
+            let summary =
+                format!("{valid} document(s) valid, {errors} error(s), {} warning(s)", problems.len() - errors);
             eprintln!("{summary}");
         }
         Output::Json | Output::Yaml => {

@@ -31,6 +31,9 @@ pub enum Decoded {
     Invalid {
         key: Option<DocKey>,
     },
+    /// Has errors in its spec, but decoded as far as it goes: never served,
+    /// still checked for references so one pass reports every error.
+    Rejected(Doc),
 }
 
 /// Decodes one document; findings go to `f`. `label` receives the
@@ -80,10 +83,15 @@ pub fn decode_document(root: &Node, line: usize, file: &Path, f: &mut Findings, 
         Kind::TrafficPolicy => traffic_policy(spec, f).map(Spec::TrafficPolicy),
     };
     match decoded {
-        Some(spec) if !f.has_errors() => {
-            Decoded::Valid(Doc { key, file: file.to_path_buf(), line, tree: Arc::new(root.clone()), spec })
+        Some(spec) => {
+            let doc = Doc { key, file: file.to_path_buf(), line, tree: Arc::new(root.clone()), spec };
+            if f.has_errors() {
+                Decoded::Rejected(doc)
+            } else {
+                Decoded::Valid(doc)
+            }
         }
-        _ => Decoded::Invalid { key: Some(key) },
+        None => Decoded::Invalid { key: Some(key) },
     }
 }
 
@@ -172,7 +180,7 @@ fn virtual_service(spec: At<'_>, f: &mut Findings) -> Option<VirtualService> {
             f.error(obj.line(), &path, "host \"*\" is not allowed for the mesh (Istio refuses it): name the hosts");
         }
     }
-    let export_to = obj.strings("exportTo", f);
+    let export_to = export_to(&mut obj, false, f);
     let http = match obj.take("http") {
         Some(at) => http_rules(at, false, f),
         None => Vec::new(),
@@ -594,7 +602,7 @@ fn destination_rule(spec: At<'_>, f: &mut Findings) -> Option<DestinationRule> {
         }
     }
     traffic_policy_warning(&mut obj, f);
-    let export_to = obj.strings("exportTo", f);
+    let export_to = export_to(&mut obj, false, f);
     obj.unapplied("workloadSelector", "subsets apply to every workload that sees the host", f);
     obj.finish(f);
     Some(DestinationRule { host: host?, subsets, export_to })
@@ -675,6 +683,42 @@ fn passthrough_mode(at: At<'_>, f: &mut Findings) -> bool {
     matches!(mode.as_str(), "PASSTHROUGH" | "AUTO_PASSTHROUGH")
 }
 
+/// `exportTo`, checked as Istio validates it: `.`, `*` or a namespace name;
+/// `~` (visible to no other workload) only on a ServiceEntry; no duplicates,
+/// and `*` alone.
+fn export_to(obj: &mut Obj<'_>, service_entry: bool, f: &mut Findings) -> Vec<String> {
+    let Some(at) = obj.take("exportTo") else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    for item in at.list(f).unwrap_or_default() {
+        let Some(value) = item.at().string(f) else { continue };
+        let valid_namespace = !value.is_empty()
+            && value.len() <= 63
+            && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !value.starts_with('-')
+            && !value.ends_with('-');
+        let problem = match value.as_str() {
+            _ if out.contains(&value) => Some(format!("duplicate entry {value:?}")),
+            "." | "*" => None,
+            "~" if service_entry => None,
+            "~" => Some("\"~\" (exported nowhere) is allowed only on a ServiceEntry, as in Istio".to_string()),
+            _ if valid_namespace => None,
+            _ => Some(format!("{value:?} is not \".\", \"*\" or a namespace name")),
+        };
+        if let Some(message) = problem {
+            f.error(item.line(), &item.path, message);
+        }
+        out.push(value);
+    }
+    if out.len() > 1 && out.iter().any(|e| e == "*") {
+        f.error(
+            at.line(),
+            &at.path,
+            "\"*\" exports everywhere: it cannot be combined with other entries (Istio refuses it)",
+        );
+    }
+    out
+}
+
 fn ports(at: At<'_>, number_key: &str, protocol_key: &str, f: &mut Findings) -> Vec<Port> {
     let mut out = Vec::new();
     for item in at.list(f).unwrap_or_default() {
@@ -699,7 +743,7 @@ fn service_entry(spec: At<'_>, f: &mut Findings) -> Option<ServiceEntry> {
     let mut obj = spec.object(f)?;
     let hosts = hosts_required(&mut obj, f);
     let ports = obj.take("ports").map(|p| ports(p, "number", "protocol", f)).unwrap_or_default();
-    let export_to = obj.strings("exportTo", f);
+    let export_to = export_to(&mut obj, true, f);
     // How istiod builds the clusters; the egress policy needs only hosts and ports.
     for key in ["location", "resolution", "addresses", "endpoints", "subjectAltNames", "workloadSelector"] {
         obj.take(key);

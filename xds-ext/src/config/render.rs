@@ -980,7 +980,7 @@ pub(crate) fn check_document(doc: &Doc, f: &mut Findings) {
 /// workload.
 pub(crate) fn check_references(docs: &[Doc]) -> Vec<Problem> {
     let registry = Registry::new(docs);
-    let mut problems = Vec::new();
+    let mut problems = missing_gateways(docs);
     for doc in docs {
         let rules = match &doc.spec {
             Spec::VirtualService(vs) => &vs.http,
@@ -1014,6 +1014,47 @@ pub(crate) fn check_references(docs: &[Doc]) -> Vec<Problem> {
 /// The Sidecar that sets the workload's outbound policy: one selecting it in
 /// its namespace, else its namespace's Sidecar without selector, else the
 /// root namespace's Sidecar without selector.
+/// A VirtualService (or one of its matches) bound to a Gateway no document
+/// defines applies nowhere for it: a warning, as `istioctl analyze` gives
+/// (IST0101), since the Gateway may simply not be among the files given.
+fn missing_gateways(docs: &[Doc]) -> Vec<Problem> {
+    let gateways: BTreeSet<String> = docs
+        .iter()
+        .filter(|d| d.key.kind == Kind::Gateway)
+        .map(|d| format!("{}/{}", d.key.namespace, d.key.name))
+        .collect();
+    let mut problems = Vec::new();
+    for doc in docs {
+        let Spec::VirtualService(vs) = &doc.spec else { continue };
+        let ns = &doc.key.namespace;
+        let mut refs: Vec<(String, String)> =
+            vs.gateways.iter().enumerate().map(|(i, g)| (g.clone(), format!("spec.gateways[{i}]"))).collect();
+        for (r, rule) in vs.http.iter().enumerate() {
+            for (m, block) in rule.matches.iter().enumerate() {
+                for (i, g) in block.gateways.iter().enumerate() {
+                    refs.push((g.clone(), format!("spec.http[{r}].match[{m}].gateways[{i}]")));
+                }
+            }
+        }
+        for (gateway, path) in refs {
+            let reference = gateway_ref(&gateway, ns);
+            if gateway != "mesh" && !gateways.contains(&reference) {
+                problems.push(Problem {
+                    file: doc.file.clone(),
+                    line: line_of(&doc.tree, &path).unwrap_or(doc.line),
+                    document: doc.key.to_string(),
+                    field: path,
+                    message: format!(
+                        "Gateway {reference} is not defined in these documents: what is bound to it applies nowhere"
+                    ),
+                    severity: Severity::Warning,
+                });
+            }
+        }
+    }
+    problems
+}
+
 fn sidecar_for<'a>(docs: &'a [Doc], workload: &Workload) -> Option<(&'a Doc, &'a Sidecar)> {
     let sidecars = || {
         docs.iter().filter_map(|d| match &d.spec {

@@ -105,6 +105,38 @@ impl ConfigStore {
         render_configs(&self.docs, workload)
     }
 
+    /// What rendering finds for the workloads the documents name: a plain
+    /// sidecar in every namespace, and the selectors of every Gateway,
+    /// Sidecar and TrafficPolicy. `validate` adds these to the load's
+    /// problems, so one pass shows the errors only the filters' own
+    /// validation catches (a bad regex, a rule the filter refuses).
+    pub fn render_problems(&self) -> Vec<Problem> {
+        use super::model::Spec;
+        let mut workloads = BTreeSet::new();
+        workloads.insert(Workload { namespace: "default".into(), labels: BTreeMap::new() });
+        for doc in &self.docs {
+            let namespace = doc.key.namespace.clone();
+            let selector = match &doc.spec {
+                Spec::Gateway(g) => Some(g.selector.clone()),
+                Spec::Sidecar(s) => s.selector.clone(),
+                Spec::TrafficPolicy(t) => t.selector.clone(),
+                _ => None,
+            };
+            if let Some(labels) = selector.filter(|l| !l.is_empty()) {
+                workloads.insert(Workload { namespace: namespace.clone(), labels });
+            }
+            workloads.insert(Workload { namespace, labels: BTreeMap::new() });
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for workload in &workloads {
+            if let Err(problems) = self.render(workload) {
+                out.extend(problems.into_iter().filter(|p| seen.insert(p.to_string())));
+            }
+        }
+        out
+    }
+
     /// Errors and warnings of the last load.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
@@ -117,6 +149,7 @@ impl ConfigStore {
 
     fn apply(&mut self, files: &[PathBuf], mut problems: Vec<Problem>) -> ReloadReport {
         let mut new_files = BTreeMap::new();
+        let mut rejected = Vec::new();
         for file in files {
             let previous = self.files.get(file);
             let keep_previous = |problems: &mut Vec<Problem>| {
@@ -142,7 +175,8 @@ impl ConfigStore {
             };
             match parse_stream(&text) {
                 Ok(yaml) => {
-                    let docs = decode_file(file, &yaml, previous.map(Vec::as_slice).unwrap_or(&[]), &mut problems);
+                    let previous = previous.map(Vec::as_slice).unwrap_or(&[]);
+                    let docs = decode_file(file, &yaml, previous, &mut problems, &mut rejected);
                     new_files.insert(file.clone(), docs);
                 }
                 Err(e) => {
@@ -164,7 +198,8 @@ impl ConfigStore {
                         document: doc.key.to_string(),
                         field: "metadata.name".into(),
                         message: format!(
-                            "already defined at {}:{}; this definition is ignored",
+                            "defined twice, here and at {}:{} (Kubernetes holds one object per kind, namespace and \
+                             name): the one at {0}:{1} is used until one of them is removed",
                             first.file.display(),
                             name_line(first)
                         ),
@@ -177,7 +212,9 @@ impl ConfigStore {
             }
         }
         let docs: Vec<Doc> = by_key.into_values().collect();
-        problems.extend(check_references(&docs));
+        let mut checked = docs.clone();
+        checked.extend(rejected);
+        problems.extend(check_references(&checked));
         problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         let changed = docs != self.docs;
         self.files = new_files;
@@ -214,19 +251,36 @@ fn read_file(file: &Path) -> Result<String, String> {
 
 /// Decodes the documents of one file that parsed, applying the last-good
 /// rule per document against `previous` (what was in force from the file).
-fn decode_file(file: &Path, yaml: &[super::yaml::Document], previous: &[Doc], problems: &mut Vec<Problem>) -> Vec<Doc> {
+/// The valid documents of a file, plus (in `rejected`) those decoded with
+/// errors: not served, but still checked for references, so one pass of
+/// `validate` reports every error.
+fn decode_file(
+    file: &Path,
+    yaml: &[super::yaml::Document],
+    previous: &[Doc],
+    problems: &mut Vec<Problem>,
+    rejected: &mut Vec<Doc>,
+) -> Vec<Doc> {
     let mut docs: Vec<Doc> = Vec::new();
-    for y in yaml {
+    for y in &expand_lists(yaml) {
         let mut findings = Findings::default();
         let mut label = String::new();
         let decoded = match decode_document(&y.root, y.line, file, &mut findings, &mut label) {
             Decoded::Valid(doc) => {
                 check_document(&doc, &mut findings);
                 if findings.has_errors() {
-                    Decoded::Invalid { key: Some(doc.key) }
+                    Decoded::Rejected(doc)
                 } else {
                     Decoded::Valid(doc)
                 }
+            }
+            other => other,
+        };
+        let decoded = match decoded {
+            Decoded::Rejected(doc) => {
+                let key = doc.key.clone();
+                rejected.push(doc);
+                Decoded::Invalid { key: Some(key) }
             }
             other => other,
         };
@@ -239,7 +293,11 @@ fn decode_file(file: &Path, yaml: &[super::yaml::Document], previous: &[Doc], pr
                         line: name_line(&doc),
                         document: label,
                         field: "metadata.name".into(),
-                        message: format!("already defined at line {}; this definition is ignored", name_line(first)),
+                        message: format!(
+                            "defined twice in this file, here and at line {} (Kubernetes holds one object per kind, \
+                             namespace and name): the one at line {0} is used until one of them is removed",
+                            name_line(first)
+                        ),
                         severity: Severity::Error,
                     });
                 } else {
@@ -261,10 +319,37 @@ fn decode_file(file: &Path, yaml: &[super::yaml::Document], previous: &[Doc], pr
                     }
                 }
             }
-            Decoded::Invalid { key: None } | Decoded::Ignored => {}
+            Decoded::Invalid { key: None } | Decoded::Ignored | Decoded::Rejected(_) => {}
         }
     }
     docs
+}
+
+/// `kind: List` documents (what `kubectl get -o yaml` writes) become their
+/// `items`, each a document of its own with its own lines.
+fn expand_lists(yaml: &[super::yaml::Document]) -> Vec<super::yaml::Document> {
+    use super::yaml::{Document, NodeKind};
+    let mut out = Vec::with_capacity(yaml.len());
+    for doc in yaml {
+        let NodeKind::Map(entries) = &doc.root.kind else {
+            out.push(doc.clone());
+            continue;
+        };
+        let scalar = |key: &str| {
+            entries.iter().find(|e| e.key == key).and_then(|e| match &e.value.kind {
+                NodeKind::Scalar { value, .. } => Some(value.as_str()),
+                _ => None,
+            })
+        };
+        let items = entries.iter().find(|e| e.key == "items").map(|e| &e.value.kind);
+        match (scalar("kind"), items) {
+            (Some("List"), Some(NodeKind::Seq(items))) => {
+                out.extend(items.iter().map(|item| Document { line: item.line, root: item.clone() }))
+            }
+            _ => out.push(doc.clone()),
+        }
+    }
+    out
 }
 
 fn name_line(doc: &Doc) -> usize {
