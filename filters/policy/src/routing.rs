@@ -9,14 +9,18 @@ use crate::cluster_name::{is_header_value, ClusterNameTemplate, Destination};
 use crate::duration::millis;
 use crate::error::{quote, ConfigError, Failed, Path};
 use crate::header_ops::HeadersConfig;
-use crate::http_match::{header_name, path_only, HttpMatchRequest, UriMatcher};
+use crate::http_match::{header_name, HttpMatchRequest, UriMatcher};
 use crate::json::{decode, decode_struct, Decode, Decoder};
+use crate::redirect::{location, validate_authority, DirectResponse, Redirect, RedirectRequest};
 use crate::request::{HeaderSource, Request};
 use crate::retry::RetriesConfig;
+use crate::rewrite::{PathRewrite, RegexRewrite};
 use crate::virtual_host::{Lookup, RouteSpec, RuleId, VirtualHostConfig, VirtualHosts};
 use crate::weighted::{pick_weighted, sticky_hash};
 
 pub use crate::header_ops::{HeaderMutations, HeaderOps};
+pub use crate::redirect::{DirectResponseConfig, RedirectConfig, RedirectTarget, MAX_DIRECT_RESPONSE_BODY};
+pub use crate::rewrite::{RegexRewriteConfig, RewriteConfig, UriRewrite};
 pub use crate::retry::RetryHeaders;
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-switchyard-cluster";
@@ -63,6 +67,8 @@ pub struct RouteConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<RedirectConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponseConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<RewriteConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -79,6 +85,7 @@ decode_struct!(RouteConfig {
     match_ = "match": default,
     route: default,
     redirect: default,
+    direct_response: default,
     rewrite: default,
     timeout: default,
     retries: default,
@@ -97,32 +104,6 @@ pub struct RouteDestination {
 }
 
 decode_struct!(RouteDestination { destination: required, weight: default, headers: default });
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RedirectConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authority: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect_code: Option<u16>,
-}
-
-decode_struct!(RedirectConfig { uri: default, authority: default, scheme: default, redirect_code: default });
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RewriteConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authority: Option<String>,
-}
-
-decode_struct!(RewriteConfig { uri: default, authority: default });
 
 /// Keeps a client on one destination of a weighted route: the pick hashes
 /// this header's or cookie's value instead of using the random draw.
@@ -155,6 +136,9 @@ impl RouteSpec for RouteConfig {
     fn match_blocks(&self) -> &[HttpMatchRequest] {
         &self.match_
     }
+    fn rewrite_regex(&self) -> Option<&str> {
+        self.rewrite.as_ref()?.uri_regex.as_ref().map(|r| r.pattern.as_str())
+    }
 }
 
 // ---------------------------------------------------------------- compiled
@@ -180,23 +164,16 @@ struct Forward {
     timeout_ms: Option<String>,
     retries: Option<RetryHeaders>,
     headers: HeaderMutations,
-    uri_rewrite: Option<String>,
+    uri_rewrite: Option<PathRewrite>,
     authority_rewrite: Option<String>,
     sticky: Option<Sticky>,
-}
-
-#[derive(Debug)]
-struct Redirect {
-    status: u16,
-    scheme: Option<String>,
-    authority: Option<String>,
-    path: Option<String>,
 }
 
 #[derive(Debug)]
 enum Action {
     Forward(Box<Forward>),
     Redirect(Redirect),
+    Direct(DirectResponse, HeaderMutations),
 }
 
 /// A routing config, validated and compiled. Share it (`Rc`) between
@@ -225,6 +202,8 @@ pub enum RoutingDecision<'a> {
     },
     Route(RouteDecision<'a>),
     Redirect(RedirectDecision<'a>),
+    /// Answer `status` with `body`, adding the rule's response headers.
+    DirectResponse(DirectResponseDecision<'a>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -251,31 +230,6 @@ pub struct RouteDecision<'a> {
     pub authority_rewrite: Option<&'a str>,
 }
 
-/// Envoy's `prefix_rewrite` as Istio uses it for `rewrite.uri`: replaces
-/// the matched prefix, or the whole path (keeping the query string) when
-/// the block matched the uri exactly or by regex. A block without `uri` is
-/// Istio's `prefix: "/"`, so only the leading `/` is replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UriRewrite<'a> {
-    pub replacement: &'a str,
-    /// Bytes of `:path` replaced; `None`: the whole path before `?`/`#`.
-    pub prefix_len: Option<usize>,
-}
-
-impl UriRewrite<'_> {
-    /// The new `:path` for the request's current `:path`.
-    pub fn apply(&self, full_path: &str) -> String {
-        let rest = match self.prefix_len {
-            Some(len) => full_path.get(len..).unwrap_or(""),
-            None => full_path.get(path_only(full_path).len()..).unwrap_or(""),
-        };
-        let mut out = String::with_capacity(self.replacement.len() + rest.len());
-        out.push_str(self.replacement);
-        out.push_str(rest);
-        out
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectDecision<'a> {
     pub virtual_host: &'a str,
@@ -283,28 +237,31 @@ pub struct RedirectDecision<'a> {
     pub rule_index: usize,
     /// 301, 302, 303, 307 or 308.
     pub status: u16,
-    pub scheme: Option<&'a str>,
-    pub authority: Option<&'a str>,
-    pub path: Option<&'a str>,
+    redirect: &'a Redirect,
+    request: RedirectRequest,
 }
 
 impl RedirectDecision<'_> {
-    /// The `location` header: each part replaced when the redirect sets it.
-    /// A new path without `?` keeps the request's query string (Envoy's
-    /// `path_redirect` with `strip_query: false`).
-    pub fn location(&self, scheme: &str, authority: &str, full_path: &str) -> String {
-        let scheme = self.scheme.unwrap_or(scheme);
-        let authority = self.authority.unwrap_or(authority);
-        let path = match self.path {
-            None => full_path.to_string(),
-            Some(new) if new.contains('?') => new.to_string(),
-            Some(new) => {
-                let query = full_path.find('?').and_then(|at| full_path.get(at..)).unwrap_or("");
-                format!("{new}{query}")
-            }
-        };
-        format!("{scheme}://{authority}{path}")
+    /// The `location` header, as Envoy computes it (`Utility::newUri`):
+    /// each part replaced when the redirect sets it; a new path without `?`
+    /// keeps the request's query string; the request's port is dropped when
+    /// the redirect sets a port, or changes the scheme away from the one
+    /// whose default port it is.
+    pub fn location(&self, target: &RedirectTarget<'_>) -> String {
+        location(self.redirect, self.request, target)
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponseDecision<'a> {
+    pub virtual_host: &'a str,
+    pub rule: &'a str,
+    pub rule_index: usize,
+    /// 200–599.
+    pub status: u16,
+    pub body: Option<&'a str>,
+    /// The rule's response header operations (`set`, then `add`).
+    pub headers: &'a HeaderOps,
 }
 
 impl CompiledRouting {
@@ -378,7 +335,7 @@ impl CompiledRouting {
                 let destination = forward.destinations.get(destination_index)?;
                 Some([&forward.headers, &destination.headers])
             }
-            Action::Redirect(_) => None,
+            Action::Redirect(_) | Action::Direct(..) => None,
         }
     }
 
@@ -408,16 +365,31 @@ impl CompiledRouting {
             Lookup::Matched { virtual_host, hit } => (virtual_host, hit),
         };
         let rule = hit.rule;
+        let prefix_len = match hit.block.map(|b| &b.uri) {
+            None | Some(UriMatcher::Any) => Some(1),
+            Some(UriMatcher::Prefix { prefix, .. }) => Some(prefix.len()),
+            Some(UriMatcher::Exact { .. }) | Some(UriMatcher::Regex(_)) => None,
+        };
         let forward = match &rule.action {
             Action::Redirect(redirect) => {
+                let port = if redirect.wants_request_port() { req.port() } else { None };
                 return RoutingDecision::Redirect(RedirectDecision {
                     virtual_host,
                     rule: &rule.name,
                     rule_index: rule.global_index,
-                    status: redirect.status,
-                    scheme: redirect.scheme.as_deref(),
-                    authority: redirect.authority.as_deref(),
-                    path: redirect.path.as_deref(),
+                    status: redirect.status(),
+                    redirect,
+                    request: RedirectRequest { port, prefix_len },
+                });
+            }
+            Action::Direct(direct, headers) => {
+                return RoutingDecision::DirectResponse(DirectResponseDecision {
+                    virtual_host,
+                    rule: &rule.name,
+                    rule_index: rule.global_index,
+                    status: direct.status,
+                    body: direct.body.as_deref(),
+                    headers: &headers.response,
                 })
             }
             Action::Forward(forward) => forward,
@@ -430,14 +402,7 @@ impl CompiledRouting {
         let Some(destination) = forward.destinations.get(destination_index) else {
             return RoutingDecision::NoRoute { virtual_host };
         };
-        let uri_rewrite = forward.uri_rewrite.as_deref().map(|replacement| UriRewrite {
-            replacement,
-            prefix_len: match hit.block.map(|b| &b.uri) {
-                None | Some(UriMatcher::Any) => Some(1),
-                Some(UriMatcher::Prefix { prefix, .. }) => Some(prefix.len()),
-                Some(UriMatcher::Exact { .. }) | Some(UriMatcher::Regex(_)) => None,
-            },
-        });
+        let uri_rewrite = forward.uri_rewrite.as_ref().map(|rewrite| UriRewrite::new(rewrite, prefix_len));
         RoutingDecision::Route(RouteDecision {
             virtual_host,
             rule: &rule.name,
@@ -477,27 +442,49 @@ fn compile_action(
     template: &ClusterNameTemplate,
     intern: &mut impl FnMut(&str) -> usize,
 ) -> Result<Action, Failed> {
-    match (&route.route, &route.redirect) {
-        (Some(_), Some(_)) => Err(path.error("set exactly one of route, redirect (both are set)")),
-        (None, None) => Err(path.error("set exactly one of route, redirect (neither is set)")),
-        (None, Some(redirect)) => {
-            for (field, set) in [
-                ("rewrite", route.rewrite.is_some()),
-                ("timeout", route.timeout.is_some()),
-                ("retries", route.retries.is_some()),
-                ("headers", route.headers.is_some()),
-                ("sticky", route.sticky.is_some()),
-            ] {
-                if set {
-                    return Err(path.field(field).error(format!("{field} has no effect on a redirect: remove it")));
-                }
-            }
-            compile_redirect(redirect, &path.field("redirect")).map(Action::Redirect)
-        }
-        (Some(destinations), None) => {
-            compile_forward(route, destinations, path, template, intern).map(|f| Action::Forward(Box::new(f)))
+    let set = [route.route.is_some(), route.redirect.is_some(), route.direct_response.is_some()];
+    match set.iter().filter(|s| **s).count() {
+        0 => return Err(path.error("set exactly one of route, redirect, direct_response (none is set)")),
+        1 => {}
+        _ => {
+            let names: Vec<&str> = ["route", "redirect", "direct_response"]
+                .iter()
+                .zip(set)
+                .filter_map(|(name, set)| set.then_some(*name))
+                .collect();
+            return Err(path.error(format!(
+                "set exactly one of route, redirect, direct_response ({} are set)",
+                names.join(" and ")
+            )));
         }
     }
+    if let Some(destinations) = &route.route {
+        return compile_forward(route, destinations, path, template, intern).map(|f| Action::Forward(Box::new(f)));
+    }
+    let local = if route.redirect.is_some() { "a redirect" } else { "a direct response" };
+    for (field, set) in [
+        ("rewrite", route.rewrite.is_some()),
+        ("timeout", route.timeout.is_some()),
+        ("retries", route.retries.is_some()),
+        ("headers", route.headers.is_some() && route.redirect.is_some()),
+        ("sticky", route.sticky.is_some()),
+    ] {
+        if set {
+            return Err(path.field(field).error(format!("{field} has no effect on {local}: remove it")));
+        }
+    }
+    if let Some(redirect) = &route.redirect {
+        return Redirect::compile(redirect, &path.field("redirect")).map(Action::Redirect);
+    }
+    let direct = match &route.direct_response {
+        Some(direct) => DirectResponse::compile(direct, &path.field("direct_response"))?,
+        None => return Err(path.error("set exactly one of route, redirect, direct_response (none is set)")),
+    };
+    let headers = match &route.headers {
+        Some(h) => HeaderMutations::compile(h, &path.field("headers"))?,
+        None => HeaderMutations::default(),
+    };
+    Ok(Action::Direct(direct, headers))
 }
 
 fn compile_forward(
@@ -528,14 +515,16 @@ fn compile_forward(
             // Istio: a lone destination takes all traffic, whatever its weight.
             (_, 1) => 100,
             (Some(weight), _) => weight,
-            (None, _) => {
-                return Err(d_path.field("weight").error("weight is required when a route has several destinations"))
-            }
+            // Istio: next to others, a destination without weight gets none.
+            (None, _) => 0,
         });
     }
-    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
-    if total != 100 {
-        return Err(route_path.error(format!("destination weights sum to {total}, not 100")));
+    // Each destination gets weight / total, as Envoy's weighted clusters
+    // without `total_weight` (what Istio sends) share traffic.
+    if weights.iter().all(|&w| w == 0) {
+        return Err(route_path.error(
+            "every destination has weight 0 (or none): give at least one a weight above 0 (Istio refuses a total of 0)",
+        ));
     }
     let timeout_ms = match &route.timeout {
         Some(text) => Some(millis(&path.field("timeout"), text, true)?.to_string()),
@@ -553,18 +542,26 @@ fn compile_forward(
         None => (None, None),
         Some(rewrite) => {
             let rw_path = path.field("rewrite");
-            if rewrite.uri.is_none() && rewrite.authority.is_none() {
-                return Err(rw_path.error("set uri, authority or both"));
-            }
-            if let Some(uri) = &rewrite.uri {
-                if uri.is_empty() || !is_header_value(uri) {
-                    return Err(rw_path.field("uri").error(format!("invalid uri rewrite {}", quote(uri))));
+            let uri = match (&rewrite.uri, &rewrite.uri_regex) {
+                (None, None) if rewrite.authority.is_none() => {
+                    return Err(rw_path.error("set uri or uri_regex, authority, or both"))
                 }
-            }
+                (None, None) => None,
+                (Some(_), Some(_)) => return Err(rw_path.error("set uri or uri_regex, not both")),
+                (Some(uri), None) => {
+                    if uri.is_empty() || !is_header_value(uri) {
+                        return Err(rw_path.field("uri").error(format!("invalid uri rewrite {}", quote(uri))));
+                    }
+                    Some(PathRewrite::Prefix(uri.as_str().into()))
+                }
+                (None, Some(regex)) => {
+                    Some(PathRewrite::Regex(Box::new(RegexRewrite::compile(regex, &rw_path.field("uri_regex"))?)))
+                }
+            };
             if let Some(authority) = &rewrite.authority {
                 validate_authority(authority, &rw_path.field("authority"))?;
             }
-            (rewrite.uri.clone(), rewrite.authority.clone())
+            (uri, rewrite.authority.clone())
         }
     };
     let sticky = match &route.sticky {
@@ -591,44 +588,4 @@ fn compile_forward(
         authority_rewrite,
         sticky,
     })
-}
-
-fn compile_redirect(config: &RedirectConfig, path: &Path) -> Result<Redirect, Failed> {
-    let status = config.redirect_code.unwrap_or(301);
-    if ![301, 302, 303, 307, 308].contains(&status) {
-        return Err(path
-            .field("redirect_code")
-            .error(format!("redirect_code {status} is not one of 301, 302, 303, 307, 308")));
-    }
-    if let Some(uri) = &config.uri {
-        if !uri.starts_with('/') || !is_header_value(uri) {
-            return Err(path.field("uri").error(format!("redirect uri {} must be a path starting with /", quote(uri))));
-        }
-    }
-    if let Some(authority) = &config.authority {
-        validate_authority(authority, &path.field("authority"))?;
-    }
-    if let Some(scheme) = &config.scheme {
-        let valid = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-        if !valid {
-            return Err(path.field("scheme").error(format!("invalid scheme {}", quote(scheme))));
-        }
-    }
-    Ok(Redirect {
-        status,
-        scheme: config.scheme.as_ref().map(|s| s.to_ascii_lowercase()),
-        authority: config.authority.clone(),
-        path: config.uri.clone(),
-    })
-}
-
-fn validate_authority(authority: &str, path: &Path) -> Result<(), Failed> {
-    let valid = !authority.is_empty()
-        && authority.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err(path.error(format!("invalid authority {}", quote(authority))))
-    }
 }

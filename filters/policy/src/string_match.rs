@@ -85,8 +85,19 @@ impl StringMatcher {
 /// wrapper. regex-lite implements RE2's syntax minus Unicode classes
 /// (`\pL`) and Unicode-aware `(?i)`; those are refused with its message.
 pub(crate) fn compile_full_match(pattern: &str, path: &Path) -> Result<FullMatchRegex, Failed> {
+    compile_search(pattern, path)?;
+    let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map_err(|e| invalid_regex(pattern, &e, path))?;
+    Ok(FullMatchRegex { regex, literal_prefix: literal_prefix(pattern).into() })
+}
+
+/// Compiles an RE2-syntax regex that finds matches anywhere (Envoy's
+/// `regex_rewrite`), under the same limits as a matcher's regex.
+pub(crate) fn compile_search(pattern: &str, path: &Path) -> Result<Regex, Failed> {
     if pattern.is_empty() {
-        // Envoy's RegexMatcher.regex has min_len 1.
         return Err(path.error("regex must not be empty"));
     }
     let size = program_size_estimate(pattern);
@@ -96,16 +107,16 @@ pub(crate) fn compile_full_match(pattern: &str, path: &Path) -> Result<FullMatch
             quote(pattern)
         )));
     }
-    let build = |p: &str| RegexBuilder::new(p).size_limit(REGEX_SIZE_LIMIT).nest_limit(REGEX_NEST_LIMIT).build();
-    let invalid = |e: regex_lite::Error| {
-        let reason = e.to_string().replace('\n', " ");
-        path.error(format!("invalid regex {}: {}", quote(pattern), reason.trim()))
-    };
-    build(pattern).map_err(invalid)?;
-    Ok(FullMatchRegex {
-        regex: build(&format!("^(?:{pattern})$")).map_err(invalid)?,
-        literal_prefix: literal_prefix(pattern).into(),
-    })
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map_err(|e| invalid_regex(pattern, &e, path))
+}
+
+fn invalid_regex(pattern: &str, error: &regex_lite::Error, path: &Path) -> Failed {
+    let reason = error.to_string().replace('\n', " ");
+    path.error(format!("invalid regex {}: {}", quote(pattern), reason.trim()))
 }
 
 /// A regex anchored at both ends, with the literal text every match must

@@ -56,6 +56,11 @@ impl<R: Decode> Fields for VirtualHostConfig<R> {
 pub(crate) trait RouteSpec {
     fn name(&self) -> &str;
     fn match_blocks(&self) -> &[HttpMatchRequest];
+    /// A regex the route compiles besides its matchers (a path rewrite),
+    /// counted in the config's regex budget.
+    fn rewrite_regex(&self) -> Option<&str> {
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -257,6 +262,7 @@ fn check_regex_budget<R: RouteSpec>(configs: &[VirtualHostConfig<R>], path: &Pat
     let mut total = 0usize;
     for (h, host) in configs.iter().enumerate() {
         for (r, route) in host.routes.iter().enumerate() {
+            total = total.saturating_add(route.rewrite_regex().map_or(0, program_size_estimate));
             for (b, block) in route.match_blocks().iter().enumerate() {
                 for regex in block.regexes() {
                     total = total.saturating_add(program_size_estimate(regex));

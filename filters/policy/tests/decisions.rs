@@ -8,7 +8,7 @@ use common::headers;
 use switchyard_policy::egress::{CompiledEgress, EgressDecision};
 use switchyard_policy::fault::{grpc_status_from_name, Abort, CompiledFault, FaultDecision};
 use switchyard_policy::mirror::{CompiledMirror, MirrorDecision};
-use switchyard_policy::routing::{CompiledRouting, RoutingDecision};
+use switchyard_policy::routing::{CompiledRouting, RedirectTarget, RoutingDecision};
 use switchyard_policy::{shadow_authority, Request};
 
 const BOOKINFO: &str = r#"{
@@ -139,7 +139,8 @@ fn redirect_keeps_the_query_and_replaces_the_path() {
         panic!("expected a redirect");
     };
     assert_eq!(redirect.status, 308);
-    assert_eq!(redirect.location("http", "reviews", "/v1/items?page=2"), "http://reviews/v2/?page=2");
+    let target = RedirectTarget { scheme: "http", forwarded_proto: "http", authority: "reviews", path: "/v1/items?page=2" };
+    assert_eq!(redirect.location(&target), "http://reviews/v2/?page=2");
 }
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
@@ -404,7 +405,7 @@ fn stats_indexes_and_owned_headers_are_exposed() {
 
 #[test]
 fn a_config_without_virtual_hosts_manages_nothing() {
-    use switchyard_policy::routing::{CompiledRouting, RoutingDecision};
+    use switchyard_policy::routing::{CompiledRouting, RedirectTarget, RoutingDecision};
     use switchyard_policy::{Request, StaticHeaders};
     let config = CompiledRouting::from_json(br#"{"version": 1, "virtual_hosts": []}"#);
     let config = config.unwrap_or_else(|e| panic!("{e}"));

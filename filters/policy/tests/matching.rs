@@ -447,6 +447,7 @@ fn host_of(config: &switchyard_policy::routing::CompiledRouting, authority: Opti
         RoutingDecision::NoRoute { virtual_host } => virtual_host.into(),
         RoutingDecision::Route(r) => r.virtual_host.into(),
         RoutingDecision::Redirect(r) => r.virtual_host.into(),
+        RoutingDecision::DirectResponse(r) => r.virtual_host.into(),
     }
 }
 

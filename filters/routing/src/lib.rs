@@ -20,7 +20,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use switchyard_host::{load_config, log, request_header, Counter, HostRequestHeaders, Rng};
-use switchyard_policy::routing::{CompiledRouting, HeaderOps, RouteDecision, RoutingDecision};
+use switchyard_policy::routing::{CompiledRouting, HeaderOps, RedirectTarget, RouteDecision, RoutingDecision};
 use switchyard_policy::Request;
 
 proxy_wasm::main! {{
@@ -41,6 +41,7 @@ struct Stats {
     unmanaged: Counter,
     no_route: Counter,
     redirects: Counter,
+    direct_responses: Counter,
     /// One per rule, in `CompiledRouting::rule_names()` order.
     route_matched: Vec<Counter>,
     /// One per cluster, in `CompiledRouting::clusters()` order.
@@ -54,6 +55,7 @@ impl Stats {
             unmanaged: Counter::define("switchyard_routing_unmanaged_total"),
             no_route: Counter::define("switchyard_routing_no_route_total"),
             redirects: Counter::define("switchyard_routing_redirects_total"),
+            direct_responses: Counter::define("switchyard_routing_direct_responses_total"),
             route_matched: config
                 .rule_names()
                 .iter()
@@ -186,11 +188,23 @@ impl HttpContext for RoutingHttp {
             RoutingDecision::Redirect(redirect) => {
                 count(&state.stats.route_matched, redirect.rule_index);
                 state.stats.redirects.inc();
-                let scheme = request_header(":scheme").unwrap_or_else(|| "http".to_owned());
-                let authority = request_header(":authority").unwrap_or_default();
-                let path = request_header(":path").unwrap_or_default();
-                let location = redirect.location(&scheme, &authority, &path);
+                let scheme = request.header(":scheme").unwrap_or("http").to_owned();
+                let forwarded_proto = request.header("x-forwarded-proto").unwrap_or(&scheme).to_owned();
+                let authority = request.header(":authority").unwrap_or_default().to_owned();
+                let path = request.header(":path").unwrap_or_default();
+                let target = RedirectTarget { scheme: &scheme, forwarded_proto: &forwarded_proto, authority: &authority, path };
+                let location = redirect.location(&target);
                 self.send_http_response(u32::from(redirect.status), vec![("location", &location)], None);
+                Action::Pause
+            }
+            RoutingDecision::DirectResponse(direct) => {
+                count(&state.stats.route_matched, direct.rule_index);
+                state.stats.direct_responses.inc();
+                let mut headers: Vec<(&str, &str)> = Vec::new();
+                for (name, value) in direct.headers.set.iter().chain(&direct.headers.add) {
+                    headers.push((name, value));
+                }
+                self.send_http_response(u32::from(direct.status), headers, direct.body.map(str::as_bytes));
                 Action::Pause
             }
             RoutingDecision::Route(route) => {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use switchyard_policy::egress::OutboundTrafficPolicy;
-use switchyard_policy::routing::{RedirectConfig, RewriteConfig, StickyConfig};
+use switchyard_policy::routing::{DirectResponseConfig, RedirectConfig, RegexRewriteConfig, RewriteConfig, StickyConfig};
 use switchyard_policy::{grpc_status_from_name, HeaderOpsConfig, HeadersConfig, KeyedList, RetriesConfig, StringMatch};
 
 use super::model::*;
@@ -231,6 +231,7 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
         rule.route = r.list(f)?.iter().filter_map(|d| route_destination(d.at(), f)).collect();
     }
     rule.redirect = obj.take("redirect").and_then(|r| redirect(r, f));
+    rule.direct_response = obj.take("directResponse").and_then(|r| direct_response(r, f));
     rule.rewrite = obj.take("rewrite").and_then(|r| rewrite(r, f));
     rule.timeout = obj.string("timeout", f);
     rule.retries = obj.take("retries").and_then(|r| retries(r, f));
@@ -241,7 +242,6 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
         rule.sticky = obj.take("sticky").and_then(|s| sticky(s, f));
     }
     for (key, why) in [
-        ("directResponse", "this rule is skipped; requests it would match go on to the next rule"),
         ("delegate", "this rule is skipped; requests it would match go on to the next rule"),
     ] {
         if obj.has(key) {
@@ -250,8 +250,9 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
         }
     }
     obj.unapplied("corsPolicy", "CORS stays with Envoy's cors filter", f);
-    if !rule.skipped && rule.route.is_empty() && rule.redirect.is_none() && !obj.has("route") {
-        f.error(at.line(), &at.path, "set route or redirect");
+    let answered = rule.redirect.is_some() || rule.direct_response.is_some();
+    if !rule.skipped && rule.route.is_empty() && !answered && !obj.has("route") {
+        f.error(at.line(), &at.path, "set route, redirect or directResponse");
     }
     obj.finish(f);
     Some(rule)
@@ -339,22 +340,102 @@ fn route_destination(at: At<'_>, f: &mut Findings) -> Option<RouteDestination> {
 
 fn redirect(at: At<'_>, f: &mut Findings) -> Option<RedirectConfig> {
     let mut obj = at.object(f)?;
-    let config = RedirectConfig {
+    let mut config = RedirectConfig {
         uri: obj.string("uri", f),
+        prefix_rewrite: obj.string("prefixRewrite", f),
         authority: obj.string("authority", f),
         scheme: obj.string("scheme", f),
+        port: obj.take("port").and_then(|p| p.integer::<u16>(f, 1, 65535)),
         redirect_code: obj.take("redirectCode").and_then(|c| c.integer::<u16>(f, 0, 999)),
+        ..Default::default()
     };
-    obj.unapplied("port", "the redirect keeps the request's port", f);
-    obj.unapplied("derivePort", "the redirect keeps the request's port", f);
+    if let Some(derive) = obj.take("derivePort") {
+        // Istio: FROM_PROTOCOL_DEFAULT sets no port (Envoy keeps the
+        // request's, dropping a default one when the scheme changes);
+        // FROM_REQUEST_PORT the port the route serves.
+        match derive.string(f).as_deref() {
+            Some("FROM_PROTOCOL_DEFAULT") => {}
+            Some("FROM_REQUEST_PORT") => config.port_from_request = true,
+            Some(other) => f.error(
+                derive.line(),
+                &derive.path,
+                format!("derivePort {other:?} is not FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT"),
+            ),
+            None => {}
+        }
+        if config.port.is_some() {
+            f.error(derive.line(), &derive.path, "set port or derivePort, not both (Istio's redirect_port is one of them)");
+        }
+    }
+    if config.uri.is_some() && config.prefix_rewrite.is_some() {
+        f.error(at.line(), &at.path, "set uri or prefixRewrite, not both (Istio: mutually exclusive)");
+    }
     obj.finish(f);
     Some(config)
 }
 
+/// `directResponse`: `status` and `body.string` or `body.bytes` (base64,
+/// as protobuf JSON carries bytes). The filter's config holds text, so
+/// bytes must decode to UTF-8.
+fn direct_response(at: At<'_>, f: &mut Findings) -> Option<DirectResponseConfig> {
+    use base64::Engine as _;
+    let mut obj = at.object(f)?;
+    let status = match obj.take("status") {
+        Some(s) => s.integer::<u16>(f, 200, 599),
+        None => {
+            f.error(at.line(), &join(&at.path, "status"), "status is required");
+            None
+        }
+    };
+    let body = match obj.take("body") {
+        Some(b) => {
+            let mut body = b.object(f)?;
+            let text = body.string("string", f);
+            let bytes = body.take("bytes").and_then(|bytes| {
+                let encoded = bytes.string(f)?;
+                let engines = [base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::URL_SAFE];
+                let decoded = engines.iter().find_map(|e| e.decode(encoded.trim_end_matches('=')).ok().or_else(|| e.decode(&encoded).ok()));
+                match decoded.map(String::from_utf8) {
+                    Some(Ok(text)) => Some(text),
+                    Some(Err(_)) => {
+                        f.error(bytes.line(), &bytes.path, "bytes must decode to UTF-8 text: Switchyard's direct responses carry text (use string)");
+                        None
+                    }
+                    None => {
+                        f.error(bytes.line(), &bytes.path, "bytes is not base64");
+                        None
+                    }
+                }
+            });
+            body.finish(f);
+            if text.is_some() && bytes.is_some() {
+                f.error(b.line(), &b.path, "set string or bytes, not both");
+            }
+            text.or(bytes)
+        }
+        None => None,
+    };
+    obj.finish(f);
+    Some(DirectResponseConfig { status: status?, body })
+}
+
 fn rewrite(at: At<'_>, f: &mut Findings) -> Option<RewriteConfig> {
     let mut obj = at.object(f)?;
-    let config = RewriteConfig { uri: obj.string("uri", f), authority: obj.string("authority", f) };
-    obj.unapplied("uriRegexRewrite", "only uri (prefix) and authority rewrites are supported", f);
+    let mut config = RewriteConfig { uri: obj.string("uri", f), authority: obj.string("authority", f), uri_regex: None };
+    if let Some(r) = obj.take("uriRegexRewrite") {
+        let mut regex = r.object(f)?;
+        let pattern = regex.string("match", f).unwrap_or_default();
+        let substitution = regex.string("rewrite", f).unwrap_or_default();
+        regex.finish(f);
+        if pattern.is_empty() || substitution.is_empty() {
+            f.error(r.line(), &r.path, "uriRegexRewrite needs both match and rewrite (Istio refuses it otherwise)");
+        } else {
+            config.uri_regex = Some(RegexRewriteConfig { pattern, substitution });
+        }
+        if config.uri.is_some() {
+            f.error(r.line(), &r.path, "set uri or uriRegexRewrite, not both (Istio refuses both)");
+        }
+    }
     obj.finish(f);
     Some(config)
 }

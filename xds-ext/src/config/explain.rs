@@ -11,7 +11,7 @@ use serde::Serialize;
 use switchyard_policy::egress::{CompiledEgress, EgressDecision};
 use switchyard_policy::fault::{Abort, CompiledFault, FaultDecision};
 use switchyard_policy::mirror::{CompiledMirror, MirrorDecision};
-use switchyard_policy::routing::{CompiledRouting, RoutingDecision};
+use switchyard_policy::routing::{CompiledRouting, RedirectTarget, RoutingDecision};
 use switchyard_policy::{HeaderOps, Request, StaticHeaders, DEFAULT_CLUSTER_NAME_TEMPLATE};
 
 use super::render::Configs;
@@ -96,7 +96,7 @@ pub struct Explanation {
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct RoutingExplained {
-    /// `unmanaged`, `no route (404)`, `route`, `redirect`.
+    /// `unmanaged`, `no route (404)`, `route`, `redirect`, `direct response`.
     pub outcome: String,
     pub rule: Option<String>,
     pub source: Option<String>,
@@ -108,6 +108,18 @@ pub struct RoutingExplained {
     pub rewrite: Option<String>,
     pub redirect: Option<String>,
     pub headers: Vec<String>,
+}
+
+/// What a redirect keeps of the request: its scheme, `x-forwarded-proto`
+/// (Envoy sets it to the scheme when the client did not), authority, path.
+fn redirect_target(request: &RequestSpec) -> RedirectTarget<'_> {
+    let forwarded = request.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-proto"));
+    RedirectTarget {
+        scheme: &request.scheme,
+        forwarded_proto: forwarded.map_or(&request.scheme, |(_, v)| v),
+        authority: &request.authority,
+        path: &request.path,
+    }
 }
 
 /// Runs the request through the four filters' decisions.
@@ -185,11 +197,19 @@ pub fn explain(configs: &Configs, request: &RequestSpec, random: u64) -> Result<
                 outcome: "redirect".into(),
                 source: configs.sources.get(&id).cloned(),
                 rule: Some(id),
-                redirect: Some(format!(
-                    "{} location: {}",
-                    d.status,
-                    d.location(&request.scheme, &request.authority, &request.path)
-                )),
+                redirect: Some(format!("{} location: {}", d.status, d.location(&redirect_target(request)))),
+                ..Default::default()
+            }
+        }
+        RoutingDecision::DirectResponse(d) => {
+            let id = format!("{}/{}", d.virtual_host, d.rule);
+            let body = d.body.map_or("no body".to_string(), |b| format!("body {b:?}"));
+            RoutingExplained {
+                outcome: "direct response".into(),
+                source: configs.sources.get(&id).cloned(),
+                rule: Some(id),
+                redirect: Some(format!("{} {body}", d.status)),
+                headers: describe_ops("response", d.headers),
                 ..Default::default()
             }
         }

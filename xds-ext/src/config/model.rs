@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use switchyard_policy::egress::OutboundTrafficPolicy;
-use switchyard_policy::routing::{RedirectConfig, RewriteConfig, StickyConfig};
+use switchyard_policy::routing::{DirectResponseConfig, RedirectConfig, RewriteConfig, StickyConfig};
 use switchyard_policy::{HeadersConfig, HttpMatchRequest, RetriesConfig};
 
 use super::yaml::Node;
@@ -101,11 +101,12 @@ pub struct HttpRule {
     pub name: Option<String>,
     pub origin: Origin,
     pub matches: Vec<MatchBlock>,
-    /// True when the rule has no `route` or `redirect` we can apply
-    /// (`directResponse`, `delegate`): it is skipped when rendering.
+    /// True when the rule has nothing we can apply: it is skipped when
+    /// rendering.
     pub skipped: bool,
     pub route: Vec<RouteDestination>,
     pub redirect: Option<RedirectConfig>,
+    pub direct_response: Option<DirectResponseConfig>,
     pub rewrite: Option<RewriteConfig>,
     pub timeout: Option<String>,
     pub retries: Option<RetriesConfig>,

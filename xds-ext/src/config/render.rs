@@ -655,12 +655,16 @@ fn build(plans: &[VhostPlan<'_>], resolve: &mut Resolve<'_>) -> Built {
 fn route_config(r: &PlannedRule<'_>, match_: Vec<HttpMatchRequest>, resolve: &mut Resolve<'_>) -> RouteConfig {
     let rule = r.rule;
     let mut route = RouteConfig { name: r.name.clone(), match_, ..Default::default() };
-    if let Some(redirect) = &rule.redirect {
-        route.redirect = Some(redirect.clone());
-        // Istio refuses a rule with both; the filter says so (with its path).
+    if rule.redirect.is_some() || rule.direct_response.is_some() {
+        route.redirect = rule.redirect.clone();
+        route.direct_response = rule.direct_response.clone();
+        // Istio refuses a rule with several; the filter says so (with its path).
         if !rule.route.is_empty() {
             route.route = Some(vec![]);
         }
+        // Response headers apply to a direct response (Envoy, and Istio's docs
+        // for a Content-Type); a redirect refuses them.
+        route.headers = rule.headers.clone();
         return route;
     }
     route.route = Some(
@@ -782,7 +786,13 @@ fn source_suffix(rule: &PlannedRule<'_>, rest: &str) -> String {
             return format!(".match[{source}]{}", camel(tail));
         }
     }
-    camel(rest)
+    // Filter fields named differently from Istio's.
+    let rest = rest
+        .replace(".uri_regex.pattern", ".uriRegexRewrite.match")
+        .replace(".uri_regex.substitution", ".uriRegexRewrite.rewrite")
+        .replace(".uri_regex", ".uriRegexRewrite")
+        .replace(".port_from_request", ".derivePort");
+    camel(&rest)
 }
 
 fn camel(path: &str) -> String {

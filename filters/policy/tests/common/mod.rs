@@ -38,6 +38,7 @@ pub fn rule_hit(config: &CompiledRouting, pairs: &[(&str, &str)], port: Option<u
         RoutingDecision::NoRoute { .. } => String::new(),
         RoutingDecision::Route(r) => r.rule.to_string(),
         RoutingDecision::Redirect(r) => r.rule.to_string(),
+        RoutingDecision::DirectResponse(r) => r.rule.to_string(),
     }
 }
 
