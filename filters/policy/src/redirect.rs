@@ -84,7 +84,13 @@ pub(crate) enum PathRedirect {
 pub(crate) enum Redirect {
     /// Envoy's `require_tls`: `https://` + authority + path, unchanged.
     Https,
-    To { status: u16, scheme: Option<Box<str>>, authority: Option<Box<str>>, port: PortRedirect, path: PathRedirect },
+    To {
+        status: u16,
+        scheme: Option<Box<str>>,
+        authority: Option<Box<str>>,
+        port: PortRedirect,
+        path: PathRedirect,
+    },
 }
 
 impl Redirect {
@@ -122,7 +128,9 @@ impl Redirect {
             }
             (None, Some(prefix)) => {
                 if !is_header_value(prefix) {
-                    return Err(path.field("prefix_rewrite").error(format!("invalid prefix_rewrite {}", quote(prefix))));
+                    return Err(path
+                        .field("prefix_rewrite")
+                        .error(format!("invalid prefix_rewrite {}", quote(prefix))));
                 }
                 PathRedirect::Rewrite(PathRewrite::Prefix(prefix.as_str().into()))
             }
@@ -225,11 +233,8 @@ pub(crate) fn location(redirect: &Redirect, request: RedirectRequest, target: &R
 /// when the redirect sets a port, or when the scheme changes and the port is
 /// the default of the request's protocol (`x-forwarded-proto`).
 fn request_host<'a>(authority: &'a str, forwarded_proto: &str, new_scheme: &str, new_port: bool) -> &'a str {
-    let host_end = if authority.starts_with('[') {
-        authority.rfind("]:").map(|at| at + 1)
-    } else {
-        authority.rfind(':')
-    };
+    let host_end =
+        if authority.starts_with('[') { authority.rfind("]:").map(|at| at + 1) } else { authority.rfind(':') };
     let Some(host_end) = host_end else { return authority };
     let request_port = authority.get(host_end..).unwrap_or("");
     let mut remove = new_port;
@@ -257,10 +262,9 @@ impl DirectResponse {
         }
         if let Some(body) = &config.body {
             if body.len() > MAX_DIRECT_RESPONSE_BODY {
-                return Err(path.field("body").error(format!(
-                    "body is {} bytes, over the {MAX_DIRECT_RESPONSE_BODY}-byte limit",
-                    body.len()
-                )));
+                return Err(path
+                    .field("body")
+                    .error(format!("body is {} bytes, over the {MAX_DIRECT_RESPONSE_BODY}-byte limit", body.len())));
             }
         }
         Ok(DirectResponse { status: config.status, body: config.body.as_deref().map(Box::from) })

@@ -13,7 +13,8 @@ use switchyard_policy::routing::{CompiledRouting, RedirectTarget, RoutingDecisio
 use switchyard_policy::Request;
 
 fn compile(routes: &str) -> CompiledRouting {
-    let json = format!(r#"{{"version": 1, "virtual_hosts": [{{"name": "web", "domains": ["*"], "routes": [{routes}]}}]}}"#);
+    let json =
+        format!(r#"{{"version": 1, "virtual_hosts": [{{"name": "web", "domains": ["*"], "routes": [{routes}]}}]}}"#);
     match CompiledRouting::from_json(json.as_bytes()) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
@@ -135,7 +136,12 @@ fn redirects_build_the_location_as_envoy_does() {
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 fn prefix_rewrite_redirect_replaces_the_matched_prefix() {
     let target = http("web", "/foo/baz?x=1");
-    let (status, at) = location(r#"{"prefix_rewrite": "/bar", "redirect_code": 302}"#, r#"{"uri": {"prefix": "/foo"}}"#, &target, None);
+    let (status, at) = location(
+        r#"{"prefix_rewrite": "/bar", "redirect_code": 302}"#,
+        r#"{"uri": {"prefix": "/foo"}}"#,
+        &target,
+        None,
+    );
     assert_eq!((status, at.as_str()), (302, "http://web/bar/baz?x=1"));
     let (_, at) = location(r#"{"prefix_rewrite": "/"}"#, r#"{"uri": {"prefix": "/foo/"}}"#, &target, None);
     assert_eq!(at, "http://web/baz?x=1");

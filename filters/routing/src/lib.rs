@@ -192,7 +192,8 @@ impl HttpContext for RoutingHttp {
                 let forwarded_proto = request.header("x-forwarded-proto").unwrap_or(&scheme).to_owned();
                 let authority = request.header(":authority").unwrap_or_default().to_owned();
                 let path = request.header(":path").unwrap_or_default();
-                let target = RedirectTarget { scheme: &scheme, forwarded_proto: &forwarded_proto, authority: &authority, path };
+                let target =
+                    RedirectTarget { scheme: &scheme, forwarded_proto: &forwarded_proto, authority: &authority, path };
                 let location = redirect.location(&target);
                 self.send_http_response(u32::from(redirect.status), vec![("location", &location)], None);
                 Action::Pause
