@@ -228,8 +228,9 @@ spec:
     let w = productpage();
     let cluster = |url: &str| ask(&store, &w, url, &[], 0).routing.cluster;
     assert_eq!(cluster("http://details:9080/").as_deref(), Some("outbound|9080||details.default.svc.cluster.local"));
-    // The first HTTP port serves the bare names; each other HTTP port its `host:port`.
-    assert_eq!(cluster("http://api/").as_deref(), Some("outbound|8080||api.default.svc.cluster.local"));
+    // One route table per HTTP port, picked by the request's port; port 80
+    // (`http://api/`) is not one of them, so not routed to another port.
+    assert_eq!(cluster("http://api/").as_deref(), None);
     assert_eq!(cluster("http://api:8080/").as_deref(), Some("outbound|8080||api.default.svc.cluster.local"));
     assert_eq!(cluster("http://api:9901/").as_deref(), Some("outbound|9901||api.default.svc.cluster.local"));
     assert_eq!(
@@ -237,7 +238,7 @@ spec:
         Some("outbound|9901||api.default.svc.cluster.local")
     );
     // Istio routes no HTTP to a port it does not treat as HTTP.
-    assert_eq!(cluster("http://api:5432/").as_deref(), Some("outbound|8080||api.default.svc.cluster.local"));
+    assert_eq!(cluster("http://api:5432/").as_deref(), None);
     let explained = ask(&store, &w, "http://api:9901/", &[], 0);
     assert!(explained.routing.source.as_deref().unwrap_or_default().starts_with("Service default/api spec.ports[1]"));
 

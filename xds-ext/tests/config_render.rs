@@ -304,7 +304,7 @@ fn the_first_virtual_service_for_a_host_wins_on_a_sidecar_and_gateways_merge() {
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [reviews.shop.svc.cluster.local]\n  gateways: {gateways}\n  http:\n  - name: r\n    route: [{{destination: {{host: reviews.shop.svc.cluster.local, port: {{number: 80}}}}}}]\n"
         )
     };
-    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\nspec:\n  selector: {app: gw}\n  servers: [{hosts: [\"*/*\"]}]\n";
+    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\nspec:\n  selector: {app: gw}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [\"*/*\"]}]\n";
     let (store, problems) = load(&[
         ("a.yaml", &vs("b-second", "shop", "[mesh, gw]")),
         ("b.yaml", &vs("a-first", "shop", "[mesh, gw]")),

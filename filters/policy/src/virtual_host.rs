@@ -9,7 +9,11 @@
 //! portless domain against `host:port` when the listener strips the port
 //! (`strip_any_host_port`, which Istio gateways set), and Istio lists both
 //! `host` and `host:port` domains for sidecars, so the fallback gives the
-//! same answer in both setups. A wildcard never matches an empty part:
+//! same answer in both setups. Virtual hosts may share a domain when their
+//! `port`s differ (Istio's per-port route tables): the request's port —
+//! the authority's when it matched as `host:port`, else
+//! `HeaderSource::port` — picks among them, else the one without `port`;
+//! the port is asked only for such domains. A wildcard never matches an empty part:
 //! `*.example.com` does not match `.example.com`, and it does not match the
 //! apex `example.com`.
 
@@ -30,15 +34,20 @@ use crate::string_match::{program_size_estimate, MAX_TOTAL_REGEX_PROGRAM_SIZE};
 pub struct VirtualHostConfig<R> {
     pub name: String,
     pub domains: Vec<String>,
+    /// The Istio port this virtual host serves (istiod's route table of
+    /// that port): among virtual hosts sharing a domain, the one whose port
+    /// is the request's (`HeaderSource::port`), else the one without port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     pub routes: Vec<R>,
 }
 
 impl<R: Decode> Decode for VirtualHostConfig<R> {
     fn blank() -> Self {
-        VirtualHostConfig { name: String::new(), domains: Vec::new(), routes: Vec::new() }
+        VirtualHostConfig { name: String::new(), domains: Vec::new(), port: None, routes: Vec::new() }
     }
     fn decode_into(&mut self, d: &mut Decoder<'_>, at: &Path<'_>) -> Result<(), Failed> {
-        d.fields(at, &["name", "domains", "routes"], &[true; 3], self)
+        d.fields(at, &["name", "domains", "routes", "port"], &[true, true, true, false], self)
     }
 }
 
@@ -47,7 +56,8 @@ impl<R: Decode> Fields for VirtualHostConfig<R> {
         match index {
             0 => self.name.decode_into(d, at),
             1 => self.domains.decode_into(d, at),
-            _ => self.routes.decode_into(d, at),
+            2 => self.routes.decode_into(d, at),
+            _ => self.port.decode_into(d, at),
         }
     }
 }
@@ -86,15 +96,39 @@ impl std::fmt::Display for RuleId {
 #[derive(Debug)]
 pub(crate) struct VirtualHosts<T> {
     hosts: Vec<VirtualHost<T>>,
+    /// Domain → index into `groups`.
     exact: HashMap<String, usize>,
-    /// (suffix without the `*`, host index), longest first.
+    /// (suffix without the `*`, group index), longest first.
     suffixes: Vec<(String, usize)>,
-    /// (prefix without the `*`, host index), longest first.
+    /// (prefix without the `*`, group index), longest first.
     prefixes: Vec<(String, usize)>,
     any: Option<usize>,
+    /// The virtual hosts of one domain: one per port, and one without.
+    groups: Vec<DomainGroup>,
     rule_ids: Vec<RuleId>,
     /// Global rule index → (host index, index within the host).
     rule_locations: Vec<(usize, usize)>,
+}
+
+/// The virtual hosts that list one domain (host indexes).
+#[derive(Debug, Default)]
+struct DomainGroup {
+    portless: Option<usize>,
+    by_port: Vec<(u16, usize)>,
+}
+
+impl DomainGroup {
+    /// The host for the request's port: asked only when the domain has
+    /// per-port virtual hosts, so a portless config never pays for it.
+    /// `authority_port`: the port of an authority that matched as
+    /// `host:port`, which then is the port asked for.
+    fn pick<S: HeaderSource + ?Sized>(&self, authority_port: Option<u16>, req: &mut Request<'_, S>) -> Option<usize> {
+        if self.by_port.is_empty() {
+            return self.portless;
+        }
+        let port = authority_port.or_else(|| req.port());
+        port.and_then(|p| self.by_port.iter().find(|(q, _)| *q == p).map(|(_, i)| *i)).or(self.portless)
+    }
 }
 
 /// The outcome of looking a request up.
@@ -126,6 +160,7 @@ impl<T> VirtualHosts<T> {
             suffixes: Vec::new(),
             prefixes: Vec::new(),
             any: None,
+            groups: Vec::new(),
             rule_ids: Vec::new(),
             rule_locations: Vec::new(),
         };
@@ -149,20 +184,41 @@ impl<T> VirtualHosts<T> {
                 let domains_path = host_path.field("domains");
                 let domain_path = domains_path.index(domain_index);
                 let domain = validate_domain(raw, &domain_path)?;
-                if let Some(owner) = domain_owner.insert(domain.clone(), host_index) {
+                let group_index = match domain_owner.get(&domain) {
+                    Some(&g) => g,
+                    None => {
+                        let g = out.groups.len();
+                        out.groups.push(DomainGroup::default());
+                        domain_owner.insert(domain.clone(), g);
+                        if domain == "*" {
+                            out.any = Some(g);
+                        } else if let Some(suffix) = domain.strip_prefix('*') {
+                            out.suffixes.push((suffix.to_string(), g));
+                        } else if let Some(prefix) = domain.strip_suffix('*') {
+                            out.prefixes.push((prefix.to_string(), g));
+                        } else {
+                            out.exact.insert(domain.clone(), g);
+                        }
+                        g
+                    }
+                };
+                let group = &mut out.groups[group_index];
+                let taken = match config.port {
+                    None => group.portless.replace(host_index),
+                    Some(port) => match group.by_port.iter().find(|(p, _)| *p == port) {
+                        Some(&(_, owner)) => Some(owner),
+                        None => {
+                            group.by_port.push((port, host_index));
+                            None
+                        }
+                    },
+                };
+                if let Some(owner) = taken {
+                    let port = config.port.map_or(String::new(), |p| format!(" for port {p}"));
                     return Err(domain_path.error(format!(
-                        "domain {} is already used by virtual_hosts[{owner}] (domains are case-insensitive)",
+                        "domain {} is already used by virtual_hosts[{owner}]{port} (domains are case-insensitive)",
                         quote(&domain)
                     )));
-                }
-                if domain == "*" {
-                    out.any = Some(host_index);
-                } else if let Some(suffix) = domain.strip_prefix('*') {
-                    out.suffixes.push((suffix.to_string(), host_index));
-                } else if let Some(prefix) = domain.strip_suffix('*') {
-                    out.prefixes.push((prefix.to_string(), host_index));
-                } else {
-                    out.exact.insert(domain, host_index);
                 }
             }
             let routes_path = host_path.field("routes");
@@ -213,8 +269,9 @@ impl<T> VirtualHosts<T> {
         &self.hosts
     }
 
-    /// The virtual host serving `authority`, if any.
-    pub(crate) fn find_host(&self, authority: &str) -> Option<&VirtualHost<T>> {
+    /// The domain group serving `authority`, if any, and the authority's
+    /// port when a domain matched it with its port.
+    fn find_group(&self, authority: &str) -> Option<(usize, Option<u16>)> {
         let lowered: Cow<'_, str> = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(authority.to_ascii_lowercase())
         } else {
@@ -223,10 +280,12 @@ impl<T> VirtualHosts<T> {
         let full: &str = &lowered;
         let bare = strip_port(full);
         let candidates = [Some(full), bare];
-        let index = candidates
-            .iter()
-            .flatten()
-            .find_map(|h| self.exact.get(*h).copied())
+        if let Some(&group) = self.exact.get(full) {
+            let port = bare.and_then(|b| full.get(b.len() + 1..)).and_then(|p| p.parse().ok());
+            return Some((group, port));
+        }
+        let group = bare
+            .and_then(|h| self.exact.get(h).copied())
             .or_else(|| {
                 candidates.iter().flatten().find_map(|h| {
                     self.suffixes.iter().find(|(s, _)| h.len() > s.len() && h.ends_with(s.as_str())).map(|(_, i)| *i)
@@ -238,14 +297,18 @@ impl<T> VirtualHosts<T> {
                 })
             })
             .or(self.any)?;
-        self.hosts.get(index)
+        Some((group, None))
     }
 
     pub(crate) fn lookup<S: HeaderSource + ?Sized>(&self, req: &mut Request<'_, S>) -> Lookup<'_, T> {
-        let host = match req.header(":authority") {
-            Some(authority) => self.find_host(authority),
+        let group = match req.header(":authority") {
+            Some(authority) => self.find_group(authority),
             None => None,
         };
+        let host = group
+            .and_then(|(g, port)| self.groups.get(g).map(|g| (g, port)))
+            .and_then(|(g, port)| g.pick(port, req))
+            .and_then(|i| self.hosts.get(i));
         let Some(host) = host else {
             return Lookup::Unmanaged;
         };

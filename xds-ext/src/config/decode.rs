@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use switchyard_policy::egress::OutboundTrafficPolicy;
-use switchyard_policy::routing::{DirectResponseConfig, RedirectConfig, RegexRewriteConfig, RewriteConfig, StickyConfig};
+use switchyard_policy::routing::{
+    DirectResponseConfig, RedirectConfig, RegexRewriteConfig, RewriteConfig, StickyConfig,
+};
 use switchyard_policy::{grpc_status_from_name, HeaderOpsConfig, HeadersConfig, KeyedList, RetriesConfig, StringMatch};
 
 use super::model::*;
@@ -172,8 +174,17 @@ fn hosts_required(obj: &mut Obj<'_>, f: &mut Findings) -> Vec<String> {
 
 fn virtual_service(spec: At<'_>, f: &mut Findings) -> Option<VirtualService> {
     let mut obj = spec.object(f)?;
-    let hosts = hosts_required(&mut obj, f);
+    // Without hosts, a delegate: its rules apply where a root delegates to it.
+    let delegate = !obj.has("hosts");
+    let hosts = if delegate { Vec::new() } else { hosts_required(&mut obj, f) };
     let gateways = obj.strings("gateways", f);
+    if delegate && !gateways.is_empty() {
+        f.error(
+            obj.line(),
+            &join(&obj.path, "gateways"),
+            "a delegate VirtualService (no hosts) must not set gateways: its root's apply (Istio refuses it)",
+        );
+    }
     if gateways.is_empty() || gateways.iter().any(|g| g == "mesh") {
         if let Some(i) = hosts.iter().position(|h| h == "*") {
             let path = format!("{}.hosts[{i}]", obj.path);
@@ -188,6 +199,16 @@ fn virtual_service(spec: At<'_>, f: &mut Findings) -> Option<VirtualService> {
     obj.unapplied("tcp", "Switchyard applies HTTP routes only; TCP routes stay with Envoy's listeners", f);
     obj.unapplied("tls", "Switchyard applies HTTP routes only; TLS routes stay with Envoy's listeners", f);
     obj.finish(f);
+    if delegate {
+        for (i, rule) in http.iter().enumerate().filter(|(_, r)| r.delegate.is_some()) {
+            let path = format!("{}.http[{i}].delegate", spec.path);
+            f.error(
+                rule.origin.line,
+                &path,
+                "a delegate VirtualService cannot delegate again (Istio supports one level)",
+            );
+        }
+    }
     Some(VirtualService { hosts, gateways, export_to, http })
 }
 
@@ -241,21 +262,33 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
     if allow_sticky {
         rule.sticky = obj.take("sticky").and_then(|s| sticky(s, f));
     }
-    for (key, why) in [
-        ("delegate", "this rule is skipped; requests it would match go on to the next rule"),
-    ] {
-        if obj.has(key) {
-            rule.skipped = true;
-            obj.unapplied(key, why, f);
-        }
+    rule.delegate = obj.take("delegate").and_then(|d| delegate(d, f));
+    if rule.delegate.is_some() && (!rule.route.is_empty() || rule.redirect.is_some()) {
+        f.error(at.line(), &at.path, "a rule with delegate must not set route or redirect (Istio refuses it)");
     }
     obj.unapplied("corsPolicy", "CORS stays with Envoy's cors filter", f);
-    let answered = rule.redirect.is_some() || rule.direct_response.is_some();
+    let answered = rule.redirect.is_some() || rule.direct_response.is_some() || rule.delegate.is_some();
     if !rule.skipped && rule.route.is_empty() && !answered && !obj.has("route") {
         f.error(at.line(), &at.path, "set route, redirect or directResponse");
     }
     obj.finish(f);
     Some(rule)
+}
+
+/// `delegate: {name, namespace}`: a VirtualService without hosts whose
+/// rules replace this one (Istio's delegation, one level).
+fn delegate(at: At<'_>, f: &mut Findings) -> Option<Delegate> {
+    let mut obj = at.object(f)?;
+    let name = match obj.take("name") {
+        Some(n) => n.name(f),
+        None => {
+            f.error(at.line(), &join(&at.path, "name"), "name is required");
+            None
+        }
+    };
+    let namespace = obj.take("namespace").and_then(|n| n.name(f));
+    obj.finish(f);
+    Some(Delegate { name: name?, namespace })
 }
 
 fn match_block(at: At<'_>, f: &mut Findings) -> Option<MatchBlock> {
@@ -267,8 +300,8 @@ fn match_block(at: At<'_>, f: &mut Findings) -> Option<MatchBlock> {
     r.scheme = obj.take("scheme").and_then(|m| string_match(m, f));
     r.method = obj.take("method").and_then(|m| string_match(m, f));
     r.authority = obj.take("authority").and_then(|m| string_match(m, f));
-    r.headers = obj.take("headers").map(|m| string_matches(m, f)).unwrap_or_default();
-    r.without_headers = obj.take("withoutHeaders").map(|m| string_matches(m, f)).unwrap_or_default();
+    r.headers = obj.take("headers").map(|m| header_matches(m, f)).unwrap_or_default();
+    r.without_headers = obj.take("withoutHeaders").map(|m| header_matches(m, f)).unwrap_or_default();
     r.query_params = obj.take("queryParams").map(|m| string_matches(m, f)).unwrap_or_default();
     r.ignore_uri_case = obj.take("ignoreUriCase").and_then(|b| b.boolean(f)).unwrap_or(false);
     r.port = obj.take("port").and_then(|p| p.integer::<u16>(f, 1, 65535));
@@ -286,6 +319,27 @@ fn string_match(at: At<'_>, f: &mut Findings) -> Option<StringMatch> {
         StringMatch { exact: obj.string("exact", f), prefix: obj.string("prefix", f), regex: obj.string("regex", f) };
     obj.finish(f);
     Some(m)
+}
+
+/// `headers` / `withoutHeaders`. Istio's `@request.auth.claims.NAME` keys
+/// match JWT claims, which Envoy's `jwt_authn` leaves in dynamic metadata
+/// under a per-provider key and Istio's own `istio_authn` filter (not in
+/// stock Envoy) re-files for route matching: refused, as routing on them
+/// without that filter would match nothing or everything.
+fn header_matches(at: At<'_>, f: &mut Findings) -> KeyedList<StringMatch> {
+    let list = string_matches(at.clone(), f);
+    if let NodeKind::Map(entries) = &at.node.kind {
+        for entry in entries.iter().filter(|e| e.key.starts_with("@request.auth.claims")) {
+            f.error(
+                entry.key_line,
+                &keyed(&at.path, &entry.key),
+                "JWT claim routing (@request.auth.claims.NAME) is not supported: it needs Istio's istio_authn filter, \
+                 which stock Envoy lacks; match a header your authentication sets instead (e.g. jwt_authn's \
+                 claim_to_headers)",
+            );
+        }
+    }
+    list
 }
 
 fn string_matches(at: At<'_>, f: &mut Findings) -> KeyedList<StringMatch> {
@@ -364,7 +418,11 @@ fn redirect(at: At<'_>, f: &mut Findings) -> Option<RedirectConfig> {
             None => {}
         }
         if config.port.is_some() {
-            f.error(derive.line(), &derive.path, "set port or derivePort, not both (Istio's redirect_port is one of them)");
+            f.error(
+                derive.line(),
+                &derive.path,
+                "set port or derivePort, not both (Istio's redirect_port is one of them)",
+            );
         }
     }
     if config.uri.is_some() && config.prefix_rewrite.is_some() {
@@ -394,11 +452,17 @@ fn direct_response(at: At<'_>, f: &mut Findings) -> Option<DirectResponseConfig>
             let bytes = body.take("bytes").and_then(|bytes| {
                 let encoded = bytes.string(f)?;
                 let engines = [base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::URL_SAFE];
-                let decoded = engines.iter().find_map(|e| e.decode(encoded.trim_end_matches('=')).ok().or_else(|| e.decode(&encoded).ok()));
+                let decoded = engines
+                    .iter()
+                    .find_map(|e| e.decode(encoded.trim_end_matches('=')).ok().or_else(|| e.decode(&encoded).ok()));
                 match decoded.map(String::from_utf8) {
                     Some(Ok(text)) => Some(text),
                     Some(Err(_)) => {
-                        f.error(bytes.line(), &bytes.path, "bytes must decode to UTF-8 text: Switchyard's direct responses carry text (use string)");
+                        f.error(
+                            bytes.line(),
+                            &bytes.path,
+                            "bytes must decode to UTF-8 text: Switchyard's direct responses carry text (use string)",
+                        );
                         None
                     }
                     None => {
@@ -421,7 +485,8 @@ fn direct_response(at: At<'_>, f: &mut Findings) -> Option<DirectResponseConfig>
 
 fn rewrite(at: At<'_>, f: &mut Findings) -> Option<RewriteConfig> {
     let mut obj = at.object(f)?;
-    let mut config = RewriteConfig { uri: obj.string("uri", f), authority: obj.string("authority", f), uri_regex: None };
+    let mut config =
+        RewriteConfig { uri: obj.string("uri", f), authority: obj.string("authority", f), uri_regex: None };
     if let Some(r) = obj.take("uriRegexRewrite") {
         let mut regex = r.object(f)?;
         let pattern = regex.string("match", f).unwrap_or_default();
@@ -723,14 +788,24 @@ fn gateway(spec: At<'_>, f: &mut Findings) -> Option<Gateway> {
             let Some(mut server) = item.at().object(f) else { continue };
             let server_hosts = server.strings("hosts", f);
             hosts.extend(server_hosts.iter().cloned());
-            let port = server.take("port").and_then(|p| gateway_port(p, f));
-            let passthrough = server.take("tls").is_some_and(|tls| passthrough_mode(tls, f));
+            let port = match server.take("port") {
+                Some(p) => gateway_port(p, f),
+                None => {
+                    f.error(
+                        item.line(),
+                        &join(&item.path, "port"),
+                        "port is required (Istio refuses a server without one)",
+                    );
+                    None
+                }
+            };
+            let (passthrough, https_redirect) = server.take("tls").map_or((false, false), |tls| server_tls(tls, f));
             // Listener settings: Envoy's (istiod's) business, not ours.
             for key in ["name", "bind", "defaultEndpoint"] {
                 server.take(key);
             }
             server.finish(f);
-            servers.push(GatewayServer { port, hosts: server_hosts, passthrough });
+            servers.push(GatewayServer { port, hosts: server_hosts, passthrough, https_redirect });
         }
     }
     obj.finish(f);
@@ -755,13 +830,15 @@ fn gateway_port(at: At<'_>, f: &mut Findings) -> Option<Port> {
     Some(Port { number: number?, name, protocol })
 }
 
-/// Whether a server's `tls` passes TLS through (no HTTP routes on it).
-fn passthrough_mode(at: At<'_>, f: &mut Findings) -> bool {
-    let Some(mut tls) = at.object(f) else { return false };
+/// Whether a server's `tls` passes TLS through (no HTTP routes on it), and
+/// whether it sets `httpsRedirect` (plain HTTP answered 301 to https).
+fn server_tls(at: At<'_>, f: &mut Findings) -> (bool, bool) {
+    let Some(mut tls) = at.object(f) else { return (false, false) };
     let mode = tls.string("mode", f).unwrap_or_default();
-    // The rest (certificates, httpsRedirect, versions) is istiod's: not
-    // finished, so not reported as unknown.
-    matches!(mode.as_str(), "PASSTHROUGH" | "AUTO_PASSTHROUGH")
+    let https_redirect = tls.take("httpsRedirect").and_then(|b| b.boolean(f)).unwrap_or(false);
+    // The rest (certificates, versions) is istiod's: not finished, so not
+    // reported as unknown.
+    (matches!(mode.as_str(), "PASSTHROUGH" | "AUTO_PASSTHROUGH"), https_redirect)
 }
 
 /// `exportTo`, checked as Istio validates it: `.`, `*` or a namespace name;
@@ -869,7 +946,14 @@ fn sidecar(spec: At<'_>, f: &mut Findings) -> Option<Sidecar> {
     if let Some(list) = obj.take("egress") {
         for item in list.list(f).unwrap_or_default() {
             let Some(mut e) = item.at().object(f) else { continue };
-            egress_hosts.extend(e.strings("hosts", f));
+            let hosts_path = join(&item.path, "hosts");
+            let hosts = e.strings("hosts", f);
+            for (i, host) in hosts.iter().enumerate() {
+                if let Err(message) = sidecar_egress_host(host) {
+                    f.error(item.line(), &format!("{hosts_path}[{i}]"), message);
+                }
+            }
+            egress_hosts.extend(hosts);
             for key in ["port", "bind", "captureMode"] {
                 e.take(key);
             }
@@ -880,6 +964,36 @@ fn sidecar(spec: At<'_>, f: &mut Findings) -> Option<Sidecar> {
     obj.unapplied("inboundConnectionPool", "inbound listeners stay with Istio", f);
     obj.finish(f);
     Some(Sidecar { selector, outbound_traffic_policy, egress_hosts })
+}
+
+/// A Sidecar `egress[].hosts` entry as Istio validates it: `namespace/host`
+/// with namespace `*`, `.`, `~` (no namespace: imports nothing) or a
+/// namespace name. Istio has no exclusions: `~ns/host` is an invalid
+/// namespace there, and refused here rather than read as an import.
+fn sidecar_egress_host(entry: &str) -> Result<(), String> {
+    let Some((ns, host)) = entry.split_once('/') else {
+        return Err(format!(
+            "{entry:?} must be namespace/host (e.g. \"./{entry}\" or \"*/{entry}\"), as Istio requires"
+        ));
+    };
+    if let Some(excluded) = ns.strip_prefix('~').filter(|n| !n.is_empty()) {
+        return Err(format!(
+            "{entry:?}: Sidecar egress hosts have no exclusions (Istio refuses namespace {ns:?}): list the hosts to \
+             import instead; \"~/{host}\" imports nothing, and namespace {excluded:?} is left out by not listing it"
+        ));
+    }
+    let dns_label = !ns.is_empty()
+        && ns.len() <= 63
+        && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if !matches!(ns, "*" | "." | "~") && !dns_label {
+        return Err(format!("{entry:?}: namespace {ns:?} is not \"*\", \".\", \"~\" or a namespace name"));
+    }
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("{entry:?}: host must be a name, \"*\" or \"*.suffix\""));
+    }
+    Ok(())
 }
 
 fn service(spec: At<'_>, f: &mut Findings) -> Option<Service> {

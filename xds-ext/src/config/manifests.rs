@@ -217,7 +217,7 @@ fn gateway_patches(docs: &[Doc], target: Target, out: &mut Manifests) {
 }
 
 /// HTTP routes exist on HTTP servers and on HTTPS servers that terminate TLS.
-fn routes_http(server: &GatewayServer) -> bool {
+pub(crate) fn routes_http(server: &GatewayServer) -> bool {
     let Some(port) = &server.port else { return false };
     let protocol = port.protocol.to_ascii_uppercase();
     match protocol.as_str() {

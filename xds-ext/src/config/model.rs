@@ -114,6 +114,16 @@ pub struct HttpRule {
     pub fault: Option<Fault>,
     pub mirrors: Vec<Mirror>,
     pub sticky: Option<StickyConfig>,
+    /// `delegate`: the rule is replaced by the delegate's rules.
+    pub delegate: Option<Delegate>,
+}
+
+/// A root rule's `delegate`: a VirtualService without hosts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Delegate {
+    pub name: String,
+    /// `None`: the root's namespace.
+    pub namespace: Option<String>,
 }
 
 /// One `match` entry: the part the filters evaluate per request, and the
@@ -196,6 +206,8 @@ pub struct GatewayServer {
     pub hosts: Vec<String>,
     /// `tls.mode: PASSTHROUGH` or `AUTO_PASSTHROUGH`: no HTTP routes.
     pub passthrough: bool,
+    /// `tls.httpsRedirect`: requests that are not https get a 301 to https.
+    pub https_redirect: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -28,6 +28,7 @@ use switchyard_policy::mirror::{CompiledMirror, MirrorConfig, MirrorPolicyConfig
 use switchyard_policy::routing::{CompiledRouting, RouteConfig, RoutingConfig};
 use switchyard_policy::{ConfigError, Destination, HttpMatchRequest, RetriesConfig, VirtualHostConfig, CONFIG_VERSION};
 
+use super::manifests::routes_http;
 use super::model::*;
 use super::problem::{Findings, Problem, Severity};
 use super::yaml::{Node, NodeKind};
@@ -235,11 +236,20 @@ impl<'a> Registry<'a> {
             .map(|(_, se)| se.ports.as_slice())
     }
 
-    /// The port of a destination without one: the Service's (or
-    /// ServiceEntry's) first HTTP port, else its first port.
-    fn default_port(&self, fqdn: &str, from_ns: &str) -> Option<u16> {
+    /// The port of a destination without one, as istiod picks it: the
+    /// Service's (or ServiceEntry's) only port, else the port of the route
+    /// table (`listener_port`: the service port on a sidecar, the server
+    /// port on a gateway) — even one the Service lacks, whose cluster Envoy
+    /// does not have (503), never another port. With the table's port
+    /// unknown (load-time checks), the first HTTP port, else the first.
+    fn default_port(&self, fqdn: &str, from_ns: &str, listener_port: Option<u16>) -> Option<u16> {
         let ports = self.ports(fqdn, from_ns)?;
-        ports.iter().find(|p| p.is_http()).or(ports.first()).map(|p| p.number)
+        match (ports, listener_port) {
+            ([only], _) => Some(only.number),
+            ([], _) => None,
+            (_, Some(port)) => Some(port),
+            (ports, None) => ports.iter().find(|p| p.is_http()).or(ports.first()).map(|p| p.number),
+        }
     }
 
     fn has_subset(&self, fqdn: &str, subset: &str, from_ns: &str) -> bool {
@@ -251,15 +261,22 @@ impl<'a> Registry<'a> {
     }
 
     /// Resolves a destination of a document of namespace `doc_ns`, as seen
-    /// from a workload of namespace `from_ns`.
-    pub(crate) fn resolve(&self, d: &DestinationRef, doc_ns: &str, from_ns: &str) -> Result<Destination, String> {
+    /// from a workload of namespace `from_ns`, on the route table of
+    /// `listener_port`.
+    pub(crate) fn resolve(
+        &self,
+        d: &DestinationRef,
+        doc_ns: &str,
+        from_ns: &str,
+        listener_port: Option<u16>,
+    ) -> Result<Destination, String> {
         let host = fqdn(&d.host, doc_ns);
         if host.contains('*') {
             return Err(format!("destination host {:?} must not be a wildcard", d.host));
         }
         let port = match d.port {
             Some(port) => port,
-            None => self.default_port(&host, from_ns).ok_or_else(|| {
+            None => self.default_port(&host, from_ns, listener_port).ok_or_else(|| {
                 format!(
                     "destination {host} has no port: set destination.port.number, or add the Kubernetes Service \
                      (or a ServiceEntry with ports) for it"
@@ -300,6 +317,12 @@ struct PlannedRule<'a> {
 struct VhostPlan<'a> {
     name: String,
     domains: Vec<String>,
+    /// The Istio port whose route table this is, when the host has one
+    /// per port (see [`VirtualHostConfig::port`]).
+    port: Option<u16>,
+    /// The port a destination without `port.number` goes to (Istio's
+    /// listener port), when known.
+    listener_port: Option<u16>,
     rules: Vec<PlannedRule<'a>>,
 }
 
@@ -339,19 +362,44 @@ pub(crate) fn gateway_ref(g: &str, ns: &str) -> String {
     }
 }
 
-fn plan_rules<'a>(doc: &'a Doc, rules: &'a [HttpRule], viewer: Option<&Viewer<'_>>) -> Vec<PlannedRule<'a>> {
+/// The rules of one document as `viewer` gets them on the route table of
+/// `port` (`None`: a table for every port, where `match.port` is left to
+/// the filter): `match` entries for other workloads or, with a port, for
+/// other ports are dropped (istiod's per-port tables), and so is a rule
+/// left without any of its entries. A rule with `delegate` is replaced by
+/// the delegate's rules, each matching the root's match and its own.
+fn plan_rules<'a>(
+    docs: &'a [Doc],
+    doc: &'a Doc,
+    rules: &'a [HttpRule],
+    viewer: Option<&Viewer<'_>>,
+    port: Option<u16>,
+) -> Vec<PlannedRule<'a>> {
     let mut out = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
+        if let Some(delegate) = &rule.delegate {
+            let Some((ddoc, dvs)) = find_delegate(docs, delegate, &doc.key.namespace) else { continue };
+            for (j, drule) in dvs.http.iter().enumerate() {
+                if drule.skipped || drule.delegate.is_some() {
+                    continue;
+                }
+                let merged = merge_matches(&rule.matches, &drule.matches);
+                if merged.is_empty() && !(rule.matches.is_empty() && drule.matches.is_empty()) {
+                    continue;
+                }
+                let matches = keep_matches(&merged, &doc.key.namespace, viewer, port);
+                if !merged.is_empty() && matches.is_empty() {
+                    continue;
+                }
+                let name = drule.name.clone().unwrap_or_else(|| format!("{}-{j}", ddoc.key.name));
+                out.push(PlannedRule { name, doc: ddoc, rule: drule, matches });
+            }
+            continue;
+        }
         if rule.skipped {
             continue;
         }
-        let matches: Vec<(usize, HttpMatchRequest)> = rule
-            .matches
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| viewer.is_none_or(|v| v.keeps(b, &doc.key.namespace)))
-            .map(|(j, b)| (j, b.request.clone()))
-            .collect();
+        let matches = keep_matches(&rule.matches, &doc.key.namespace, viewer, port);
         if !rule.matches.is_empty() && matches.is_empty() {
             continue;
         }
@@ -359,6 +407,138 @@ fn plan_rules<'a>(doc: &'a Doc, rules: &'a [HttpRule], viewer: Option<&Viewer<'_
         out.push(PlannedRule { name, doc, rule, matches });
     }
     out
+}
+
+fn keep_matches(
+    blocks: &[MatchBlock],
+    ns: &str,
+    viewer: Option<&Viewer<'_>>,
+    port: Option<u16>,
+) -> Vec<(usize, HttpMatchRequest)> {
+    blocks
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| viewer.is_none_or(|v| v.keeps(b, ns)))
+        .filter(|(_, b)| port.is_none() || b.request.port.is_none() || b.request.port == port)
+        .map(|(j, b)| {
+            let mut request = b.request.clone();
+            if port.is_some() {
+                request.port = None; // implied by the table's port
+            }
+            (j, request)
+        })
+        .collect()
+}
+
+/// The delegate a root rule names: a VirtualService without hosts,
+/// exported to the root's namespace.
+fn find_delegate<'a>(docs: &'a [Doc], d: &Delegate, root_ns: &str) -> Option<(&'a Doc, &'a VirtualService)> {
+    let ns = d.namespace.as_deref().unwrap_or(root_ns);
+    docs.iter().find_map(|doc| match &doc.spec {
+        Spec::VirtualService(vs)
+            if doc.key.namespace == ns
+                && doc.key.name == d.name
+                && vs.hosts.is_empty()
+                && exported_to(&vs.export_to, ns, root_ns) =>
+        {
+            Some((doc, vs))
+        }
+        _ => None,
+    })
+}
+
+/// Istio's merge of a root rule's `match` with a delegate rule's: every
+/// pair (root entry, delegate entry) that does not conflict, the delegate's
+/// conditions completed by the root's. Either side without `match` leaves
+/// the other's entries.
+fn merge_matches(root: &[MatchBlock], delegate: &[MatchBlock]) -> Vec<MatchBlock> {
+    if root.is_empty() {
+        return delegate.to_vec();
+    }
+    if delegate.is_empty() {
+        return root.to_vec();
+    }
+    let mut out = Vec::new();
+    for r in root {
+        for d in delegate {
+            if let Some(m) = merge_match(r, d) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// One merged entry, or `None` when the two conflict (Istio drops it): the
+/// delegate's uri must stay within the root's, and a condition both set
+/// must agree.
+fn merge_match(root: &MatchBlock, delegate: &MatchBlock) -> Option<MatchBlock> {
+    use switchyard_policy::{KeyedList, StringMatch};
+    let (r, d) = (&root.request, &delegate.request);
+    let same = |a: &Option<StringMatch>, b: &Option<StringMatch>| a.is_none() || b.is_none() || a == b;
+    let uri_ok = match (&r.uri, &d.uri) {
+        (Some(ru), Some(du)) => match (&ru.prefix, &du.prefix, &du.exact) {
+            (Some(rp), Some(dp), _) => dp.starts_with(rp.as_str()),
+            (Some(rp), None, Some(de)) => de.starts_with(rp.as_str()),
+            _ => ru == du,
+        },
+        _ => true,
+    };
+    let keyed_ok = |a: &KeyedList<StringMatch>, b: &KeyedList<StringMatch>| {
+        a.0.iter().all(|(k, v)| b.0.iter().all(|(k2, v2)| k != k2 || v == v2))
+    };
+    let labels_ok = root.source_labels.iter().all(|(k, v)| delegate.source_labels.get(k).is_none_or(|v2| v == v2));
+    let conflict = !uri_ok
+        || !same(&r.method, &d.method)
+        || !same(&r.scheme, &d.scheme)
+        || !same(&r.authority, &d.authority)
+        || !keyed_ok(&r.headers, &d.headers)
+        || !keyed_ok(&r.without_headers, &d.without_headers)
+        || !keyed_ok(&r.query_params, &d.query_params)
+        || (r.port.is_some() && d.port.is_some() && r.port != d.port)
+        || (r.uri.is_some() && d.uri.is_some() && r.ignore_uri_case != d.ignore_uri_case)
+        || (root.source_namespace.is_some()
+            && delegate.source_namespace.is_some()
+            && root.source_namespace != delegate.source_namespace)
+        || !labels_ok;
+    if conflict {
+        return None;
+    }
+    let mut m = delegate.clone();
+    let out = &mut m.request;
+    out.name = match (&r.name, &d.name) {
+        (Some(a), Some(b)) => Some(format!("{a}-{b}")),
+        (a, b) => b.clone().or_else(|| a.clone()),
+    };
+    out.uri = d.uri.clone().or_else(|| r.uri.clone());
+    out.scheme = d.scheme.clone().or_else(|| r.scheme.clone());
+    out.method = d.method.clone().or_else(|| r.method.clone());
+    out.authority = d.authority.clone().or_else(|| r.authority.clone());
+    for (list, root_list) in [
+        (&mut out.headers, &r.headers),
+        (&mut out.without_headers, &r.without_headers),
+        (&mut out.query_params, &r.query_params),
+    ] {
+        for (k, v) in &root_list.0 {
+            if !list.0.iter().any(|(k2, _)| k2 == k) {
+                list.0.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    if d.uri.is_none() {
+        out.ignore_uri_case = r.ignore_uri_case;
+    }
+    out.port = d.port.or(r.port);
+    for (k, v) in &root.source_labels {
+        m.source_labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if m.source_namespace.is_none() {
+        m.source_namespace = root.source_namespace.clone();
+    }
+    if m.gateways.is_empty() {
+        m.gateways = root.gateways.clone();
+    }
+    Some(m)
 }
 
 fn unique_names(rules: &mut [PlannedRule<'_>]) {
@@ -375,12 +555,28 @@ fn unique_names(rules: &mut [PlannedRule<'_>]) {
     }
 }
 
-fn plan<'a>(docs: &'a [Doc], defaults: &'a [DefaultRoute<'a>], viewer: &Viewer<'_>) -> Vec<VhostPlan<'a>> {
+/// Rules for a host from one document, and the Istio ports whose route
+/// tables they are in (`None`: every port the host has).
+struct Source<'a> {
+    doc: &'a Doc,
+    rules: &'a [HttpRule],
+    ports: Option<BTreeSet<u16>>,
+}
+
+impl Source<'_> {
+    fn on(&self, port: u16) -> bool {
+        self.ports.as_ref().is_none_or(|p| p.contains(&port))
+    }
+}
+
+fn plan<'a>(
+    docs: &'a [Doc],
+    defaults: &'a [DefaultRoute<'a>],
+    registry: &Registry<'a>,
+    viewer: &Viewer<'_>,
+) -> Vec<VhostPlan<'a>> {
     let ns = viewer.workload.namespace.as_str();
-    // host key → (rules, hosts as written with their document namespace)
-    let mut by_host: BTreeMap<String, (Vec<PlannedRule<'a>>, &'a Doc)> = BTreeMap::new();
-    // Vhosts of one port of a host (`fqdn:port`): only its `host:port` domains.
-    let mut port_hosts: BTreeMap<String, (Vec<PlannedRule<'a>>, String, u16)> = BTreeMap::new();
+    let mut by_host: BTreeMap<String, Vec<Source<'a>>> = BTreeMap::new();
     let mut policy_hosts = BTreeSet::new();
     for doc in docs {
         let Spec::TrafficPolicy(tp) = &doc.spec else { continue };
@@ -390,11 +586,11 @@ fn plan<'a>(docs: &'a [Doc], defaults: &'a [DefaultRoute<'a>], viewer: &Viewer<'
         for host in &tp.hosts {
             let key = fqdn_of(host, doc);
             if policy_hosts.insert(key.clone()) {
-                by_host.insert(key, (plan_rules(doc, &tp.http, Some(viewer)), doc));
+                by_host.insert(key, vec![Source { doc, rules: &tp.http, ports: None }]);
             }
         }
     }
-    let gateway_hosts: Vec<(&Doc, &Gateway)> = docs
+    let gateway_docs: Vec<(&Doc, &Gateway)> = docs
         .iter()
         .filter_map(|d| match &d.spec {
             Spec::Gateway(g) if viewer.gateways.contains(&format!("{}/{}", d.key.namespace, d.key.name)) => {
@@ -403,6 +599,13 @@ fn plan<'a>(docs: &'a [Doc], defaults: &'a [DefaultRoute<'a>], viewer: &Viewer<'
             _ => None,
         })
         .collect();
+    // Every port the gateway workload routes HTTP on.
+    let gateway_ports: BTreeSet<u16> = gateway_docs
+        .iter()
+        .flat_map(|(_, g)| g.servers.iter().filter(|s| routes_http(s)).filter_map(|s| s.port.as_ref()))
+        .map(|p| p.number)
+        .collect();
+    let sidecar = if viewer.is_gateway() { None } else { sidecar_for(docs, viewer.workload) };
     let mut services: Vec<(&Doc, &VirtualService)> = docs
         .iter()
         .filter_map(|d| match &d.spec {
@@ -421,59 +624,124 @@ fn plan<'a>(docs: &'a [Doc], defaults: &'a [DefaultRoute<'a>], viewer: &Viewer<'
             if policy_hosts.contains(&key) {
                 continue;
             }
-            if viewer.is_gateway()
-                && !gateway_hosts.iter().any(|(gd, g)| {
-                    g.hosts.iter().any(|p| ns_host_matches(p, &gd.key.namespace, &doc.key.namespace, host))
-                })
-            {
-                continue;
-            }
+            let ports = if viewer.is_gateway() {
+                // The ports of the servers, of the gateways it is bound to,
+                // that admit the host (istiod's per-server-port tables).
+                let ports: BTreeSet<u16> = gateway_docs
+                    .iter()
+                    .filter(|(gd, _)| {
+                        let reference = format!("{}/{}", gd.key.namespace, gd.key.name);
+                        vs.gateways.iter().any(|g| gateway_ref(g, &doc.key.namespace) == reference)
+                    })
+                    .flat_map(|(gd, g)| {
+                        g.servers.iter().filter(|s| {
+                            routes_http(s)
+                                && s.hosts
+                                    .iter()
+                                    .any(|p| ns_host_matches(p, &gd.key.namespace, &doc.key.namespace, host))
+                        })
+                    })
+                    .filter_map(|s| s.port.as_ref().map(|p| p.number))
+                    .collect();
+                if ports.is_empty() {
+                    continue;
+                }
+                Some(ports)
+            } else {
+                // A Sidecar's egress hosts scope the VirtualServices it imports too.
+                if !imports(sidecar, &doc.key.namespace, &key) {
+                    continue;
+                }
+                None
+            };
+            let source = Source { doc, rules: &vs.http, ports };
             match by_host.get_mut(&key) {
-                Some((rules, _)) if viewer.is_gateway() => rules.extend(plan_rules(doc, &vs.http, Some(viewer))),
+                Some(sources) if viewer.is_gateway() => sources.push(source),
                 Some(_) => {} // sidecar: the first VirtualService for a host wins
                 None => {
-                    by_host.insert(key, (plan_rules(doc, &vs.http, Some(viewer)), doc));
+                    by_host.insert(key, vec![source]);
                 }
             }
         }
     }
     if !viewer.is_gateway() {
-        let sidecar = sidecar_for(docs, viewer.workload);
         let routed: BTreeSet<String> = by_host.keys().cloned().collect();
         for default in defaults {
             let service_ns = &default.doc.key.namespace;
             if routed.contains(&default.fqdn) || !imports(sidecar, service_ns, &default.fqdn) {
                 continue;
             }
-            let rule = PlannedRule { name: "default".into(), doc: default.doc, rule: &default.rule, matches: vec![] };
-            if default.first_port {
-                by_host.insert(default.fqdn.clone(), (vec![rule], default.doc));
-            } else {
-                let key = format!("{}:{}", default.fqdn, default.port);
-                port_hosts.insert(key, (vec![rule], default.fqdn.clone(), default.port));
-            }
+            let source = Source {
+                doc: default.doc,
+                rules: std::slice::from_ref(&default.rule),
+                ports: Some([default.port].into()),
+            };
+            by_host.entry(default.fqdn.clone()).or_default().push(source);
         }
     }
     let from_ns = |key: &str| if viewer.is_gateway() { short_name_ns(key).to_owned() } else { ns.to_owned() };
-    let mut claimed = BTreeSet::new();
+    // domain → the host that claimed it first (its per-port tables share it).
+    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
     let mut plans = Vec::new();
-    let hosts = by_host.into_iter().map(|(key, (rules, _))| (key.clone(), domains(&key, &from_ns(&key)), rules));
-    let ports = port_hosts.into_iter().map(|(key, (rules, fqdn, port))| {
-        let domains = domains(&fqdn, &from_ns(&fqdn)).into_iter().map(|d| format!("{d}:{port}")).collect();
-        (key, domains, rules)
-    });
-    for (key, domains, mut rules) in hosts.chain(ports) {
-        if rules.is_empty() {
-            continue;
+    for (key, sources) in by_host {
+        let bare = domains(&key, &from_ns(&key));
+        // (port, listener port, domains) of each route table of the host.
+        let tables: Vec<(Option<u16>, Option<u16>, Vec<String>)> = if viewer.is_gateway() {
+            let ports: BTreeSet<u16> = sources.iter().flat_map(|s| s.ports.clone().unwrap_or_default()).collect();
+            let everywhere = sources.iter().all(|s| s.ports.as_ref().is_none_or(|p| *p == ports));
+            if everywhere && ports == gateway_ports {
+                let listener = if ports.len() == 1 { ports.first().copied() } else { None };
+                vec![(None, listener, bare.clone())]
+            } else {
+                ports.iter().map(|p| (Some(*p), Some(*p), bare.clone())).collect()
+            }
+        } else {
+            let ports = sidecar_ports(registry, &key, ns);
+            match ports.as_slice() {
+                [] => vec![(None, None, bare.clone())],
+                [only] => vec![(None, Some(*only), bare.clone())],
+                many => many
+                    .iter()
+                    .map(|p| {
+                        let mut d: Vec<String> = bare.iter().map(|d| format!("{d}:{p}")).collect();
+                        d.extend(bare.iter().cloned());
+                        (Some(*p), Some(*p), d)
+                    })
+                    .collect(),
+            }
+        };
+        for (port, listener_port, domains) in tables {
+            let mut rules = Vec::new();
+            for source in sources.iter().filter(|s| port.is_none_or(|p| s.on(p))) {
+                rules.extend(plan_rules(docs, source.doc, source.rules, Some(viewer), port));
+            }
+            if rules.is_empty() {
+                continue;
+            }
+            let domains: Vec<String> = domains
+                .into_iter()
+                .filter(|d| claimed.entry(d.clone()).or_insert_with(|| key.clone()) == &key)
+                .collect();
+            if domains.is_empty() {
+                continue;
+            }
+            unique_names(&mut rules);
+            let name = port.map_or_else(|| key.clone(), |p| format!("{key}:{p}"));
+            plans.push(VhostPlan { name, domains, port, listener_port, rules });
         }
-        let domains: Vec<String> = domains.into_iter().filter(|d| claimed.insert(d.clone())).collect();
-        if domains.is_empty() {
-            continue;
-        }
-        unique_names(&mut rules);
-        plans.push(VhostPlan { name: key, domains, rules });
     }
     plans
+}
+
+/// The ports of a host's route tables on a sidecar: the HTTP ports of its
+/// Service or ServiceEntry, else all its ports (protocol sniffing).
+fn sidecar_ports(registry: &Registry<'_>, fqdn: &str, ns: &str) -> Vec<u16> {
+    let Some(ports) = registry.ports(fqdn, ns) else { return Vec::new() };
+    let http: Vec<u16> = ports.iter().filter(|p| p.is_http()).map(|p| p.number).collect();
+    let mut out = if http.is_empty() { ports.iter().map(|p| p.number).collect() } else { http };
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Istio's route for one HTTP port of a Kubernetes Service that no
@@ -484,8 +752,6 @@ pub(crate) struct DefaultRoute<'a> {
     doc: &'a Doc,
     fqdn: String,
     port: u16,
-    /// The Service's first HTTP port: its route also serves the bare names.
-    first_port: bool,
     rule: HttpRule,
 }
 
@@ -497,7 +763,7 @@ fn default_routes(docs: &[Doc]) -> Vec<DefaultRoute<'_>> {
         let Spec::Service(service) = &doc.spec else { continue };
         let fqdn = fqdn(&doc.key.name, &doc.key.namespace);
         let http_ports = service.ports.iter().enumerate().filter(|(_, p)| p.is_http());
-        for (n, (i, port)) in http_ports.enumerate() {
+        for (i, port) in http_ports {
             let path = format!("spec.ports[{i}]");
             let origin = Origin { line: line_of(&doc.tree, &path).unwrap_or(doc.line), path };
             let destination =
@@ -508,7 +774,7 @@ fn default_routes(docs: &[Doc]) -> Vec<DefaultRoute<'_>> {
                 route: vec![RouteDestination { destination, weight: None, headers: None }],
                 ..Default::default()
             };
-            out.push(DefaultRoute { doc, fqdn: fqdn.clone(), port: port.number, first_port: n == 0, rule });
+            out.push(DefaultRoute { doc, fqdn: fqdn.clone(), port: port.number, rule });
         }
     }
     out
@@ -535,6 +801,8 @@ fn short_name_ns(fqdn: &str) -> &str {
 // Building the filter configs
 
 type Resolve<'r> = dyn FnMut(&Doc, &DestinationRef) -> Option<Destination> + 'r;
+/// Resolves a destination on the route table of a listener port (`None`: unknown).
+type ResolveAt<'r> = dyn FnMut(&Doc, &DestinationRef, Option<u16>) -> Option<Destination> + 'r;
 
 struct Built {
     routing: RoutingConfig,
@@ -547,7 +815,7 @@ struct Built {
     mirror_routes: Vec<Vec<usize>>,
 }
 
-fn build(plans: &[VhostPlan<'_>], resolve: &mut Resolve<'_>) -> Built {
+fn build(plans: &[VhostPlan<'_>], resolve_at: &mut ResolveAt<'_>) -> Built {
     let empty = empty_configs();
     let mut built = Built {
         routing: empty.routing,
@@ -559,6 +827,7 @@ fn build(plans: &[VhostPlan<'_>], resolve: &mut Resolve<'_>) -> Built {
         mirror_routes: vec![],
     };
     for plan in plans {
+        let resolve = &mut |doc: &Doc, d: &DestinationRef| resolve_at(doc, d, plan.listener_port);
         let mut routes = Vec::new();
         let mut faults: Vec<FaultRouteConfig> = Vec::new();
         let mut fault_index = Vec::new();
@@ -627,12 +896,14 @@ fn build(plans: &[VhostPlan<'_>], resolve: &mut Resolve<'_>) -> Built {
         built.routing.virtual_hosts.push(VirtualHostConfig {
             name: plan.name.clone(),
             domains: plan.domains.clone(),
+            port: plan.port,
             routes,
         });
         if !faults.is_empty() {
             built.fault.virtual_hosts.push(VirtualHostConfig {
                 name: plan.name.clone(),
                 domains: plan.domains.clone(),
+                port: plan.port,
                 routes: faults,
             });
         }
@@ -641,6 +912,7 @@ fn build(plans: &[VhostPlan<'_>], resolve: &mut Resolve<'_>) -> Built {
             built.mirror.virtual_hosts.push(VirtualHostConfig {
                 name: plan.name.clone(),
                 domains: plan.domains.clone(),
+                port: plan.port,
                 routes: mirrors,
             });
         }
@@ -886,11 +1158,15 @@ pub fn render_configs(docs: &[Doc], workload: &Workload) -> Result<Configs, Vec<
         .collect();
     let viewer = Viewer { workload, gateways };
     let defaults = default_routes(docs);
-    let plans = plan(docs, &defaults, &viewer);
     let registry = Registry::new(docs);
+    let plans = plan(docs, &defaults, &registry, &viewer);
     let mut problems = Vec::new();
-    let mut resolve = |doc: &Doc, d: &DestinationRef| match registry.resolve(d, &doc.key.namespace, &workload.namespace)
-    {
+    let mut resolve = |doc: &Doc, d: &DestinationRef, listener_port: Option<u16>| match registry.resolve(
+        d,
+        &doc.key.namespace,
+        &workload.namespace,
+        listener_port,
+    ) {
         Ok(destination) => Some(destination),
         Err(message) => {
             problems.push(Problem {
@@ -965,14 +1241,20 @@ pub(crate) fn check_document(doc: &Doc, f: &mut Findings) {
         _ => return,
     };
     let Some(host) = hosts.first() else { return };
-    let rules = plan_rules(doc, rules, None);
+    let rules = plan_rules(&[], doc, rules, None, None);
     if rules.is_empty() {
         return;
     }
     let mut rules = rules;
     unique_names(&mut rules);
-    let plans = vec![VhostPlan { name: fqdn_of(host, doc), domains: vec!["check.invalid".into()], rules }];
-    let mut resolve = |doc: &Doc, d: &DestinationRef| {
+    let plans = vec![VhostPlan {
+        name: fqdn_of(host, doc),
+        domains: vec!["check.invalid".into()],
+        port: None,
+        listener_port: None,
+        rules,
+    }];
+    let mut resolve = |doc: &Doc, d: &DestinationRef, _: Option<u16>| {
         Some(Destination {
             host: fqdn(&d.host, &doc.key.namespace),
             subset: d.subset.clone(),
@@ -1002,7 +1284,7 @@ pub(crate) fn check_references(docs: &[Doc]) -> Vec<Problem> {
             let destinations =
                 rule.route.iter().map(|r| &r.destination).chain(rule.mirrors.iter().map(|m| &m.destination));
             for d in destinations {
-                if let Err(message) = registry.resolve(d, ns, ns) {
+                if let Err(message) = registry.resolve(d, ns, ns, None) {
                     problems.push(Problem {
                         file: doc.file.clone(),
                         line: d.origin.line,
