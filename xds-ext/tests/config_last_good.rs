@@ -86,15 +86,15 @@ fn an_invalid_document_keeps_its_last_good_version_and_others_apply() {
     write(dir.path(), "all.yaml", &format!("{}---\n{}", vs("reviews", (90, 10)), vs("ratings", (90, 10))));
     store.reload_dir(dir.path());
 
-    // reviews breaks (weights sum to 110), ratings changes validly.
-    write(dir.path(), "all.yaml", &format!("{}---\n{}", vs("reviews", (100, 10)), vs("ratings", (60, 40))));
+    // reviews breaks (both weights 0), ratings changes validly.
+    write(dir.path(), "all.yaml", &format!("{}---\n{}", vs("reviews", (0, 0)), vs("ratings", (60, 40))));
     let report = store.reload_dir(dir.path());
     assert!(report.changed);
     assert_eq!(report.errors.len(), 1, "{report:?}");
     assert_eq!(
         report.errors[0].to_string(),
         format!(
-            "{}:7: VirtualService default/reviews: spec.http[0].route: destination weights sum to 110, not 100",
+            "{}:7: VirtualService default/reviews: spec.http[0].route: every destination has weight 0 (or none): give at least one a weight above 0 (Istio refuses a total of 0)",
             dir.path().join("all.yaml").display()
         )
     );
@@ -114,7 +114,7 @@ fn a_new_invalid_document_is_simply_dropped_and_a_removed_file_takes_its_documen
     let dir = tempfile::tempdir().unwrap();
     let mut store = ConfigStore::new();
     write(dir.path(), "a.yaml", &vs("reviews", (90, 10)));
-    write(dir.path(), "b.yaml", &vs("ratings", (100, 10)));
+    write(dir.path(), "b.yaml", &vs("ratings", (0, 0)));
     let report = store.reload_dir(dir.path());
     assert_eq!(report.errors.len(), 1);
     assert_eq!(store.documents().len(), 1);

@@ -209,14 +209,14 @@ spec:
         "test.yaml:8: VirtualService default/reviews: spec.http[0].corsPolicy: corsPolicy is not applied",
         "test.yaml:9: VirtualService default/reviews: spec.http[0].retries.retryRemoteLocalities: retryRemoteLocalities is not applied",
         "test.yaml:10: VirtualService default/reviews: spec.http[0].rout: unknown field `rout` is ignored",
-        "test.yaml:13: VirtualService default/reviews: spec.http[1].directResponse: directResponse is not applied: this rule is skipped",
     ];
     for e in expect {
         assert!(w.iter().any(|w| w.contains(e)), "missing {e:?} in {w:#?}");
     }
-    // The skipped rule is not rendered; the other one is.
+    // directResponse is applied (issue 13): both rules are rendered.
+    assert!(!w.iter().any(|w| w.contains("directResponse")), "{w:#?}");
     let configs = render(&store, &workload("default", "app=x"));
-    assert_eq!(configs["switchyard.routing"]["virtual_hosts"][0]["routes"].as_array().unwrap().len(), 1);
+    assert_eq!(configs["switchyard.routing"]["virtual_hosts"][0]["routes"].as_array().unwrap().len(), 2);
 }
 
 #[test]
@@ -322,11 +322,11 @@ spec:
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(errors[0].starts_with("test.yaml:10: VirtualService default/reviews: spec.http[0].match[0].headers[\"end-user\"].regex: invalid regex"), "{errors:#?}");
 
-    let weights = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - route:\n    - {destination: {host: r, port: {number: 1}}, weight: 40}\n    - {destination: {host: r, port: {number: 2}}, weight: 50}\n";
+    let weights = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - route:\n    - {destination: {host: r, port: {number: 1}}, weight: 0}\n    - {destination: {host: r, port: {number: 2}}}\n";
     let (_, problems) = load_one(weights);
     assert_eq!(
         config_common::errors(&problems),
-        ["test.yaml:7: VirtualService default/r: spec.http[0].route: destination weights sum to 90, not 100"]
+        ["test.yaml:7: VirtualService default/r: spec.http[0].route: every destination has weight 0 (or none): give at least one a weight above 0 (Istio refuses a total of 0)"]
     );
 
     let timeout = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - route:\n    - {destination: {host: r, port: {number: 1}}}\n    timeout: 100us\n";

@@ -20,8 +20,8 @@ use crate::weighted::{pick_weighted, sticky_hash};
 
 pub use crate::header_ops::{HeaderMutations, HeaderOps};
 pub use crate::redirect::{DirectResponseConfig, RedirectConfig, RedirectTarget, MAX_DIRECT_RESPONSE_BODY};
-pub use crate::rewrite::{RegexRewriteConfig, RewriteConfig, UriRewrite};
 pub use crate::retry::RetryHeaders;
+pub use crate::rewrite::{RegexRewriteConfig, RewriteConfig, UriRewrite};
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-switchyard-cluster";
 

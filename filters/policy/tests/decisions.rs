@@ -139,7 +139,8 @@ fn redirect_keeps_the_query_and_replaces_the_path() {
         panic!("expected a redirect");
     };
     assert_eq!(redirect.status, 308);
-    let target = RedirectTarget { scheme: "http", forwarded_proto: "http", authority: "reviews", path: "/v1/items?page=2" };
+    let target =
+        RedirectTarget { scheme: "http", forwarded_proto: "http", authority: "reviews", path: "/v1/items?page=2" };
     assert_eq!(redirect.location(&target), "http://reviews/v2/?page=2");
 }
 

@@ -251,6 +251,8 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
     if let Some(r) = obj.take("route") {
         rule.route = r.list(f)?.iter().filter_map(|d| route_destination(d.at(), f)).collect();
     }
+    // Given, even if invalid: its own error is enough.
+    let answers = obj.has("redirect") || obj.has("directResponse");
     rule.redirect = obj.take("redirect").and_then(|r| redirect(r, f));
     rule.direct_response = obj.take("directResponse").and_then(|r| direct_response(r, f));
     rule.rewrite = obj.take("rewrite").and_then(|r| rewrite(r, f));
@@ -267,7 +269,7 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
         f.error(at.line(), &at.path, "a rule with delegate must not set route or redirect (Istio refuses it)");
     }
     obj.unapplied("corsPolicy", "CORS stays with Envoy's cors filter", f);
-    let answered = rule.redirect.is_some() || rule.direct_response.is_some() || rule.delegate.is_some();
+    let answered = answers || rule.delegate.is_some();
     if !rule.skipped && rule.route.is_empty() && !answered && !obj.has("route") {
         f.error(at.line(), &at.path, "set route, redirect or directResponse");
     }

@@ -25,8 +25,11 @@ use std::path::PathBuf;
 use switchyard_policy::egress::{CompiledEgress, EgressConfig, EgressHostConfig, OutboundTrafficPolicy};
 use switchyard_policy::fault::{AbortConfig, CompiledFault, DelayConfig, FaultConfig, FaultRouteConfig};
 use switchyard_policy::mirror::{CompiledMirror, MirrorConfig, MirrorPolicyConfig, MirrorRouteConfig};
-use switchyard_policy::routing::{CompiledRouting, RouteConfig, RoutingConfig};
-use switchyard_policy::{ConfigError, Destination, HttpMatchRequest, RetriesConfig, VirtualHostConfig, CONFIG_VERSION};
+use switchyard_policy::routing::{CompiledRouting, RedirectConfig, RouteConfig, RoutingConfig};
+use switchyard_policy::{
+    ConfigError, Destination, HttpMatchRequest, KeyedList, RetriesConfig, StringMatch, VirtualHostConfig,
+    CONFIG_VERSION,
+};
 
 use super::manifests::routes_http;
 use super::model::*;
@@ -572,6 +575,7 @@ impl Source<'_> {
 fn plan<'a>(
     docs: &'a [Doc],
     defaults: &'a [DefaultRoute<'a>],
+    redirects: &'a [HttpsRedirect<'a>],
     registry: &Registry<'a>,
     viewer: &Viewer<'_>,
 ) -> Vec<VhostPlan<'a>> {
@@ -664,6 +668,23 @@ fn plan<'a>(
             }
         }
     }
+    // httpsRedirect servers: their rule first in every host they admit, and
+    // a host of their own where no VirtualService routes (as istiod does).
+    for redirect in redirects {
+        let source = || Source {
+            doc: redirect.doc,
+            rules: std::slice::from_ref(&redirect.rule),
+            ports: Some([redirect.port].into()),
+        };
+        for (key, sources) in by_host.iter_mut() {
+            if redirect.hosts.iter().any(|h| host_matches(h, key)) {
+                sources.insert(0, source());
+            }
+        }
+        for host in &redirect.hosts {
+            by_host.entry(host.clone()).or_insert_with(|| vec![source()]);
+        }
+    }
     if !viewer.is_gateway() {
         let routed: BTreeSet<String> = by_host.keys().cloned().collect();
         for default in defaults {
@@ -741,6 +762,55 @@ fn sidecar_ports(registry: &Registry<'_>, fqdn: &str, ns: &str) -> Vec<u16> {
     let mut out = if http.is_empty() { ports.iter().map(|p| p.number).collect() } else { http };
     out.sort_unstable();
     out.dedup();
+    out
+}
+
+/// A Gateway server with `tls.httpsRedirect: true`: Envoy's `require_tls`
+/// on its port, i.e. a first rule answering a request that is not https
+/// (`x-forwarded-proto`, Envoy's test) with a 301 to `https://` + authority
+/// + path.
+pub(crate) struct HttpsRedirect<'a> {
+    doc: &'a Doc,
+    port: u16,
+    /// Its server hosts, namespace part dropped, lowercased.
+    hosts: Vec<String>,
+    rule: HttpRule,
+}
+
+fn https_redirects<'a>(docs: &'a [Doc], gateways: &[String]) -> Vec<HttpsRedirect<'a>> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let Spec::Gateway(gateway) = &doc.spec else { continue };
+        if !gateways.contains(&format!("{}/{}", doc.key.namespace, doc.key.name)) {
+            continue;
+        }
+        for (i, server) in gateway.servers.iter().enumerate() {
+            let Some(port) = server.port.as_ref().filter(|_| server.https_redirect && routes_http(server)) else {
+                continue;
+            };
+            let path = format!("spec.servers[{i}].tls.httpsRedirect");
+            let origin = Origin { line: line_of(&doc.tree, &path).unwrap_or(doc.line), path };
+            let not_https = StringMatch { exact: Some("https".into()), ..Default::default() };
+            let request = HttpMatchRequest {
+                port: Some(port.number),
+                without_headers: KeyedList(vec![("x-forwarded-proto".into(), not_https)]),
+                ..Default::default()
+            };
+            let rule = HttpRule {
+                name: Some("https-redirect".into()),
+                origin,
+                matches: vec![MatchBlock { request, ..Default::default() }],
+                redirect: Some(RedirectConfig { https_redirect: true, ..Default::default() }),
+                ..Default::default()
+            };
+            let hosts = server
+                .hosts
+                .iter()
+                .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_ascii_lowercase())
+                .collect();
+            out.push(HttpsRedirect { doc, port: port.number, hosts, rule });
+        }
+    }
     out
 }
 
@@ -1159,7 +1229,8 @@ pub fn render_configs(docs: &[Doc], workload: &Workload) -> Result<Configs, Vec<
     let viewer = Viewer { workload, gateways };
     let defaults = default_routes(docs);
     let registry = Registry::new(docs);
-    let plans = plan(docs, &defaults, &registry, &viewer);
+    let redirects = https_redirects(docs, &viewer.gateways);
+    let plans = plan(docs, &defaults, &redirects, &registry, &viewer);
     let mut problems = Vec::new();
     let mut resolve = |doc: &Doc, d: &DestinationRef, listener_port: Option<u16>| match registry.resolve(
         d,
