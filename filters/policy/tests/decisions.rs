@@ -406,7 +406,7 @@ fn stats_indexes_and_owned_headers_are_exposed() {
 
 #[test]
 fn a_config_without_virtual_hosts_manages_nothing() {
-    use switchyard_policy::routing::{CompiledRouting, RedirectTarget, RoutingDecision};
+    use switchyard_policy::routing::{CompiledRouting, RoutingDecision};
     use switchyard_policy::{Request, StaticHeaders};
     let config = CompiledRouting::from_json(br#"{"version": 1, "virtual_hosts": []}"#);
     let config = config.unwrap_or_else(|e| panic!("{e}"));
