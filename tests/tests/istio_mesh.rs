@@ -501,7 +501,11 @@ async fn until_configured(envoy: &Envoy, what: &str) -> std::collections::BTreeS
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(call(envoy, "unknown.example.com", &[]).await.0, 502, "{what}: REGISTRY_ONLY once configured");
+    // Each filter's config arrives on its own stream: egress may follow
+    // routing by a moment.
+    let denied =
+        eventually(Duration::from_secs(10), || async { call(envoy, "unknown.example.com", &[]).await.0 == 502 }).await;
+    assert!(denied, "{what}: REGISTRY_ONLY once configured\n{}", envoy.log_tail(20));
     seen
 }
 

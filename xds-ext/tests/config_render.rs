@@ -526,3 +526,48 @@ spec:
     let ingress = render(&star, &workload("istio-system", "istio=ingressgateway"));
     assert_eq!(ingress["switchyard.egress"]["outbound_traffic_policy"], "ALLOW_ANY");
 }
+
+#[test]
+fn explain_of_https_from_a_sidecar_is_the_sni_decision_not_the_http_filters() {
+    let (store, problems) = load_one(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: google}
+spec:
+  hosts: [www.google.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: google}
+spec:
+  hosts: [www.google.com]
+  http: [{fault: {abort: {httpStatus: 500, percentage: {value: 100}}}, route: [{destination: {host: www.google.com, port: {number: 443}}}]}]
+"#,
+    );
+    assert!(errors(&problems).is_empty(), "{problems:#?}");
+    let c = store.render_configs(&workload("default", "app=productpage")).unwrap();
+    let ask = |url: &str| {
+        let req = xds_ext::config::explain::RequestSpec::parse("GET", url, &[]).unwrap();
+        xds_ext::config::explain::explain(&c, &req, 0).unwrap()
+    };
+    let google = ask("https://www.google.com/search");
+    assert!(
+        google.egress.starts_with("TLS: switchyard.egress-tls lets SNI www.google.com:443 through"),
+        "{}",
+        google.egress
+    );
+    assert!(google.routing.outcome.contains("passes TLS through"), "{:?}", google.routing);
+    assert!(google.fault.starts_with("not applied"), "the HTTP abort cannot apply to TLS: {}", google.fault);
+    let evil = ask("https://evil.example.com/");
+    assert!(evil.egress.contains("closes the connection for SNI evil.example.com:443"), "{}", evil.egress);
+    let plain = ask("http://www.google.com:443/");
+    assert!(plain.fault.contains("abort HTTP 500"), "plain HTTP still gets the HTTP filters: {}", plain.fault);
+}

@@ -136,6 +136,12 @@ pub fn explain(configs: &Configs, request: &RequestSpec, random: u64) -> Result<
         format!("gateway ({})", configs.gateways.join(", "))
     };
 
+    // An app's `https://` request reaches its sidecar as TLS: Envoy sees the
+    // SNI and the port, never the HTTP inside, so only egress-tls decides.
+    if request.scheme == "https" && configs.gateways.is_empty() {
+        return Ok(explain_tls(&egress, request, port, random, role));
+    }
+
     let egress_text = match egress.decide_authority_with_default_port(&request.authority, port) {
         EgressDecision::Allow { host: Some(host) } => format!("allow (listed host {host})"),
         EgressDecision::Allow { host: None } => "allow (ALLOW_ANY: host not listed)".to_string(),
@@ -296,6 +302,39 @@ pub fn explain(configs: &Configs, request: &RequestSpec, random: u64) -> Result<
         fault: fault_text,
         mirror: mirror_text,
     })
+}
+
+/// A sidecar's view of TLS from its app: switchyard.egress-tls on the SNI.
+fn explain_tls(egress: &CompiledEgress, request: &RequestSpec, port: u16, random: u64, role: String) -> Explanation {
+    let host = match request.authority.rsplit_once(':') {
+        Some((host, p)) if p.parse::<u16>().is_ok() => host,
+        _ => request.authority.as_str(),
+    };
+    let egress_text = match egress.decide_sni(Some(host), Some(port)) {
+        EgressDecision::Allow { host: Some(listed) } => {
+            format!("TLS: switchyard.egress-tls lets SNI {host}:{port} through (listed host {listed}), encrypted end to end")
+        }
+        EgressDecision::Allow { host: None } => {
+            format!("TLS: switchyard.egress-tls lets SNI {host}:{port} through (ALLOW_ANY: not listed)")
+        }
+        EgressDecision::Deny { .. } => format!(
+            "TLS: switchyard.egress-tls closes the connection for SNI {host}:{port} before any upstream connection \
+             (REGISTRY_ONLY: not listed)"
+        ),
+        EgressDecision::WouldDeny { .. } => {
+            format!("TLS: switchyard.egress-tls would close SNI {host}:{port} (dry run: let through)")
+        }
+    };
+    let not_http = "not applied: the sidecar passes TLS through and sees no HTTP (no path, headers or method)";
+    Explanation {
+        request: request.clone(),
+        random,
+        role,
+        egress: egress_text,
+        routing: RoutingExplained { outcome: not_http.to_string(), ..Default::default() },
+        fault: not_http.to_string(),
+        mirror: not_http.to_string(),
+    }
 }
 
 fn timeout_ms_text(timeout_ms: Option<&str>) -> Option<String> {
