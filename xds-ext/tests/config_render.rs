@@ -522,6 +522,8 @@ spec:
     let ingress = render(&store, &workload("istio-system", "istio=ingressgateway"));
     assert_eq!(ingress["switchyard.egress"]["outbound_traffic_policy"], "REGISTRY_ONLY");
     assert_eq!(ingress["switchyard.egress"]["hosts"], json!([{"host": "shop.example.com"}]));
+    assert_eq!(ingress["switchyard.egress"]["deny_status"], 404, "a host the gateway does not admit: 404, as in Istio");
+    assert!(gateway["switchyard.egress"]["deny_status"].is_null(), "the egress gateway blocks with Istio's 502");
     let (star, _) = load_one(&MESH_AND_GATEWAY.replace("*/shop.example.com", "*"));
     let ingress = render(&star, &workload("istio-system", "istio=ingressgateway"));
     assert_eq!(ingress["switchyard.egress"]["outbound_traffic_policy"], "ALLOW_ANY");

@@ -1536,7 +1536,10 @@ fn gateway_egress_config(docs: &[Doc], viewer: &Viewer<'_>) -> EgressConfig {
         (OutboundTrafficPolicy::RegistryOnly, hosts)
     };
     let hosts = hosts.into_iter().filter(valid_egress_host).collect();
-    EgressConfig { version: CONFIG_VERSION, outbound_traffic_policy: policy, hosts, dry_run: false, deny_status: None }
+    // A host an ingress gateway does not admit has no virtual host in
+    // istiod's config: Envoy answers 404 there, not an egress block's 502.
+    let deny_status = (!egress_gateway).then_some(404);
+    EgressConfig { version: CONFIG_VERSION, outbound_traffic_policy: policy, hosts, dry_run: false, deny_status }
 }
 
 fn valid_egress_host(host: &EgressHostConfig) -> bool {
