@@ -33,7 +33,7 @@ fn validate_exits_0_for_valid_documents_and_1_with_one_line_per_problem() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - corsPolicy: {}\n    route:\n    - {destination: {host: reviews, subset: v1}, weight: 0}\n    - {destination: {host: reviews, subset: v2}, weight: 0}\n",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{statPrefix: r}]\n    route:\n    - {destination: {host: reviews, subset: v1}, weight: 0}\n    - {destination: {host: reviews, subset: v2}, weight: 0}\n",
     )
     .unwrap();
     let out = xds_ext(&["validate", "services.yaml", "destination-rule-all.yaml", bad.to_str().unwrap()]);
@@ -43,7 +43,7 @@ fn validate_exits_0_for_valid_documents_and_1_with_one_line_per_problem() {
     assert_eq!(
         lines,
         [
-            "warning: bad.yaml:7: VirtualService default/reviews: spec.http[0].corsPolicy: corsPolicy is not applied: CORS stays with Envoy's cors filter",
+            "warning: bad.yaml:7: VirtualService default/reviews: spec.http[0].match[0].statPrefix: statPrefix is not applied: Switchyard's stats are named after the rule",
             "bad.yaml:8: VirtualService default/reviews: spec.http[0].route: every destination has weight 0 (or none): give at least one a weight above 0 (Istio refuses a total of 0)",
         ]
     );

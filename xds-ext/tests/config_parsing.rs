@@ -192,9 +192,8 @@ kind: VirtualService
 metadata: {name: reviews}
 spec:
   hosts: [reviews]
-  tcp: [{route: [{destination: {host: reviews}}]}]
   http:
-  - corsPolicy: {allowOrigins: [{exact: "*"}]}
+  - match: [{statPrefix: r}]
     retries: {attempts: 2, retryRemoteLocalities: true}
     rout: oops
     route:
@@ -205,10 +204,9 @@ spec:
     assert!(errors(&problems).is_empty(), "{problems:#?}");
     let w = warnings(&problems);
     let expect = [
-        "test.yaml:6: VirtualService default/reviews: spec.tcp: tcp is not applied",
-        "test.yaml:8: VirtualService default/reviews: spec.http[0].corsPolicy: corsPolicy is not applied",
-        "test.yaml:9: VirtualService default/reviews: spec.http[0].retries.retryRemoteLocalities: retryRemoteLocalities is not applied",
-        "test.yaml:10: VirtualService default/reviews: spec.http[0].rout: unknown field `rout` is ignored",
+        "test.yaml:7: VirtualService default/reviews: spec.http[0].match[0].statPrefix: statPrefix is not applied",
+        "test.yaml:8: VirtualService default/reviews: spec.http[0].retries.retryRemoteLocalities: retryRemoteLocalities is not applied",
+        "test.yaml:9: VirtualService default/reviews: spec.http[0].rout: unknown field `rout` is ignored",
     ];
     for e in expect {
         assert!(w.iter().any(|w| w.contains(e)), "missing {e:?} in {w:#?}");
@@ -471,4 +469,30 @@ fn a_virtual_service_bound_to_a_missing_gateway_is_a_warning() {
         warnings,
         ["warning: test.yaml:6: VirtualService default/a: spec.gateways[1]: Gateway default/public is not defined in these documents: what is bound to it applies nowhere"]
     );
+}
+
+#[test]
+fn fields_whose_absence_would_change_routing_are_refused_not_warned() {
+    let (_, problems) = load_one(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  tcp: [{route: [{destination: {host: reviews}}]}]
+  tls: [{match: [{sniHosts: [reviews]}], route: [{destination: {host: reviews}}]}]
+  http:
+  - corsPolicy: {allowOrigins: [{exact: "*"}]}
+    route:
+    - destination: {host: reviews, port: {number: 9080}}
+"#,
+    );
+    let errors = errors(&problems);
+    for e in [
+        "test.yaml:6: VirtualService default/reviews: spec.tcp: tcp is not supported: Switchyard routes HTTP only",
+        "test.yaml:7: VirtualService default/reviews: spec.tls: tls is not supported: Switchyard routes HTTP only",
+        "test.yaml:9: VirtualService default/reviews: spec.http[0].corsPolicy: corsPolicy is not supported",
+    ] {
+        assert!(errors.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errors:#?}");
+    }
 }

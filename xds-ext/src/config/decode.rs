@@ -196,8 +196,11 @@ fn virtual_service(spec: At<'_>, f: &mut Findings) -> Option<VirtualService> {
         Some(at) => http_rules(at, false, f),
         None => Vec::new(),
     };
-    obj.unapplied("tcp", "Switchyard applies HTTP routes only; TCP routes stay with Envoy's listeners", f);
-    obj.unapplied("tls", "Switchyard applies HTTP routes only; TLS routes stay with Envoy's listeners", f);
+    // Switchyard's VirtualServices are not applied to Istio (docs/istio.md),
+    // so a TCP or TLS route left out here would route nothing at all.
+    let l4 = "Switchyard routes HTTP only; keep TCP and TLS routes in a VirtualService Istio applies";
+    obj.refused("tcp", l4, f);
+    obj.refused("tls", l4, f);
     obj.finish(f);
     if delegate {
         for (i, rule) in http.iter().enumerate().filter(|(_, r)| r.delegate.is_some()) {
@@ -268,7 +271,12 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
     if rule.delegate.is_some() && (!rule.route.is_empty() || rule.redirect.is_some()) {
         f.error(at.line(), &at.path, "a rule with delegate must not set route or redirect (Istio refuses it)");
     }
-    obj.unapplied("corsPolicy", "CORS stays with Envoy's cors filter", f);
+    obj.refused(
+        "corsPolicy",
+        "without it preflight requests would be forwarded and responses lack the CORS headers; \
+         answer CORS in the application or in a VirtualService Istio applies",
+        f,
+    );
     let answered = answers || rule.delegate.is_some();
     if !rule.skipped && rule.route.is_empty() && !answered && !obj.has("route") {
         f.error(at.line(), &at.path, "set route, redirect or directResponse");

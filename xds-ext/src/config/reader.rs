@@ -223,6 +223,14 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// Refuses `key`, if present: a field whose absence in Envoy would change
+    /// where a request goes or what it gets must not be dropped.
+    pub(crate) fn refused(&mut self, key: &str, why: &str, f: &mut Findings) {
+        if let Some(at) = self.take(key) {
+            f.error(at.line(), &at.path, format!("{key} is not supported: {why}"));
+        }
+    }
+
     /// Reports every key not read as unknown (and ignored).
     pub(crate) fn finish(self, f: &mut Findings) {
         for (i, entry) in self.entries.iter().enumerate() {
