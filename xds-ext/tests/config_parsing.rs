@@ -496,3 +496,24 @@ spec:
         assert!(errors.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errors:#?}");
     }
 }
+
+#[test]
+fn a_fault_on_a_rule_the_routing_filter_answers_is_refused() {
+    let (_, problems) = load_one(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web.example.com]
+  http:
+  - match: [{uri: {exact: /healthz}}]
+    directResponse: {status: 200, body: {string: ok}}
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+"#,
+    );
+    let errors = errors(&problems);
+    assert!(
+        errors.len() == 1 && errors[0].starts_with("test.yaml:7: VirtualService default/web: spec.http[0].fault: a fault on a redirect or directResponse rule is not supported"),
+        "{errors:#?}"
+    );
+}

@@ -277,6 +277,16 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
          answer CORS in the application or in a VirtualService Istio applies",
         f,
     );
+    if answers && rule.fault.is_some() {
+        // In Istio the fault filter runs before the router answers; here the
+        // routing filter answers before the fault filter sees the request.
+        f.error(
+            at.line(),
+            &join(&at.path, "fault"),
+            "a fault on a redirect or directResponse rule is not supported: the routing filter answers before \
+             the fault filter runs, so it would never be injected",
+        );
+    }
     let answered = answers || rule.delegate.is_some();
     if !rule.skipped && rule.route.is_empty() && !answered && !obj.has("route") {
         f.error(at.line(), &at.path, "set route, redirect or directResponse");
