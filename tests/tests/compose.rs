@@ -595,16 +595,16 @@ async fn a_live_edit_applies_within_2s_without_a_failed_request(mesh: &Mesh) {
     mesh.wait_all_synced(Duration::from_secs(10)).await;
 }
 
-/// A VirtualService whose weights sum to 120: every Envoy keeps what it
+/// A VirtualService whose weights are all 0: every Envoy keeps what it
 /// runs, and `xds-ext status` names the file and the problem.
 async fn an_invalid_edit_keeps_the_last_good_config_and_status_names_it(mesh: &Mesh) {
     let before = mesh.filter_versions().await;
-    let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts:\n  - reviews\n  http:\n  - route:\n    - destination:\n        host: reviews\n        subset: v1\n      weight: 60\n    - destination:\n        host: reviews\n        subset: v2\n      weight: 60\n";
+    let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts:\n  - reviews\n  http:\n  - route:\n    - destination:\n        host: reviews\n        subset: v1\n      weight: 0\n    - destination:\n        host: reviews\n        subset: v2\n      weight: 0\n";
     mesh.set_policy(REVIEWS, Some(bad)).await;
     for replica in REPLICAS {
         let status = mesh.status_cli(replica);
         assert!(
-            status.contains("virtual-service-reviews.yaml") && status.contains("destination weights sum to 120"),
+            status.contains("virtual-service-reviews.yaml") && status.contains("every destination has weight 0"),
             "{replica}: xds-ext status names the problem:\n{status}"
         );
     }
