@@ -216,7 +216,9 @@ async fn the_egress_gateway_forwards_a_service_entry_sni_and_closes_an_unknown_o
     ]);
     let xds = XdsExt::start(config.path(), "127.0.0.1:0").await;
     let yaml = on_loopback("egress-gateway.yaml", 443, xds.grpc_port);
-    let yaml = replace(&yaml, "port_value: 443", &format!("port_value: {}", upstream.port));
+    // Whole lines only: "port_value: 443" is also the start of a kernel-chosen
+    // port like 44337 substituted above.
+    let yaml = replace(&yaml, "port_value: 443\n", &format!("port_value: {}\n", upstream.port));
     let resolver = format!(
         "{{name: egress, dns_lookup_family: V4_ONLY, typed_dns_resolver_config: {{name: envoy.network.dns_resolver.cares, \
          typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig, \
