@@ -11,6 +11,8 @@
 //!   directory, for Envoys that get their filters over ECDS.
 //! - [`envoyfilter`]: applies Istio EnvoyFilter patches to an istiod-shaped
 //!   Envoy config (a test helper, not istiod).
+//! - [`istiod`]: Envoy configs shaped and named as istiod sends them, from
+//!   files, and the manifests to patch them with.
 //! - [`tls::client_hello`] builds a TLS ClientHello with an SNI, for
 //!   SNI-based network filters (no TLS stack needed).
 
@@ -18,6 +20,7 @@ pub mod bootstrap;
 pub mod echo;
 pub mod envoy;
 pub mod envoyfilter;
+pub mod istiod;
 pub mod sidecar;
 pub mod tls;
 pub mod xds_ext;

@@ -9,12 +9,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use switchyard_tests::bootstrap::{admin, istio_node, loopback_address, xds_ext_binary};
+use switchyard_tests::bootstrap::istio_node;
 use switchyard_tests::envoyfilter::{self, EnvoyConfig, Proxy};
+use switchyard_tests::istiod::{
+    dynamic_bootstrap, fqdn, http_listener, ingress_gateway_manifests, outbound_cluster, resolve_xds_ext,
+};
 use switchyard_tests::xds_ext::{write, XdsExt};
 use switchyard_tests::{workspace_root, EchoServer, Envoy};
-
-const XDS_EXT_TARGET: &str = "xds-ext.switchyard-system.svc:15012";
 
 const POLICY: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -49,67 +50,14 @@ spec:
     route: [{destination: {host: productpage, port: {number: 9080}}}]
 "#;
 
-fn outbound_cluster(port: u16, host: &str, endpoint: u16) -> Value {
-    let name = format!("outbound|{port}||{host}.default.svc.cluster.local");
-    json!({
-        "name": name, "type": "STATIC", "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": loopback_address(endpoint)}}]}]},
-    })
-}
-
 /// A gateway listener as istiod builds it: RDS `http.<pod port>`.
 fn gateway_listener(pod_port: u16, rds_dir: &Path) -> Value {
-    let route = format!("http.{pod_port}");
-    json!({
-        "name": format!("0.0.0.0_{pod_port}"),
-        "address": loopback_address(0),
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": route,
-                "rds": {"route_config_name": route, "config_source": {
-                    "resource_api_version": "V3",
-                    "path_config_source": {"path": rds_dir.join(format!("rds-{route}.json"))},
-                }},
-                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-            },
-        }]}],
-    })
+    http_listener(&format!("0.0.0.0_{pod_port}"), &format!("http.{pod_port}"), rds_dir)
 }
 
-fn resources(type_url: &str, items: &[Value]) -> String {
-    let items: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            let mut item = item.clone();
-            item["@type"] = json!(type_url);
-            item
-        })
-        .collect();
-    json!({"version_info": "1", "resources": items}).to_string()
-}
-
-fn resolve(value: &mut Value, from: &str, to: &str) {
-    match value {
-        Value::String(s) if s == from => *s = to.to_string(),
-        Value::Array(items) => items.iter_mut().for_each(|v| resolve(v, from, to)),
-        Value::Object(map) => map.values_mut().for_each(|v| resolve(v, from, to)),
-        _ => {}
-    }
-}
-
-/// `xds-ext manifests --for ingress-gateway -o json`: the route patches.
-fn route_patches(policy: &Path) -> Vec<Value> {
-    let binary = xds_ext_binary().unwrap_or_else(|e| panic!("{e}"));
-    let out = std::process::Command::new(binary)
-        .args(["manifests", "--for", "ingress-gateway", "-o", "json"])
-        .arg(policy)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "xds-ext manifests: {}", String::from_utf8_lossy(&out.stderr));
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
-    list["items"].as_array().cloned().unwrap_or_default()
+/// `outbound|port||<name>.default.svc.cluster.local` at one loopback port.
+fn cluster(port: u16, name: &str, endpoint: u16) -> Value {
+    outbound_cluster(port, "", &fqdn(name), &[endpoint])
 }
 
 #[tokio::test]
@@ -132,10 +80,7 @@ async fn https_redirect_direct_response_and_normalised_weights_in_an_istio_shape
     let mut config = EnvoyConfig {
         listeners: vec![gateway_listener(18080, dir.path()), gateway_listener(18081, dir.path())],
         route_configs: vec![blackhole(18080, 80), blackhole(18081, 8080)],
-        clusters: vec![
-            outbound_cluster(9080, "productpage", productpage.port()),
-            outbound_cluster(9000, "tools", tools.port()),
-        ],
+        clusters: vec![cluster(9080, "productpage", productpage.port()), cluster(9000, "tools", tools.port())],
     };
     let proxy = Proxy {
         gateway: true,
@@ -143,17 +88,8 @@ async fn https_redirect_direct_response_and_normalised_weights_in_an_istio_shape
         labels: vec![("istio".into(), "ingressgateway".into()), ("app".into(), "istio-ingressgateway".into())],
         gateway_ports: vec![(80, 18080), (8080, 18081)],
     };
-    let filters: Vec<Value> =
-        envoyfilter::kustomize(&workspace_root().join("envoyfilter-manifests/components/ingress-gateway"))
-            .into_iter()
-            .filter(|d| !d["metadata"]["name"].as_str().unwrap_or_default().starts_with("switchyard-gateway-routes"))
-            .collect();
-    let mut documents = filters;
-    documents.extend(route_patches(policy.path()));
-    envoyfilter::apply(&documents, &proxy, &mut config);
-    for listener in &mut config.listeners {
-        resolve(listener, XDS_EXT_TARGET, &format!("127.0.0.1:{}", xds.grpc_port));
-    }
+    envoyfilter::apply(&ingress_gateway_manifests(policy.path()), &proxy, &mut config);
+    resolve_xds_ext(&mut config, xds.grpc_port);
     let names = |rc: &Value| -> Vec<String> {
         rc["virtual_hosts"]
             .as_array()
@@ -165,29 +101,12 @@ async fn https_redirect_direct_response_and_normalised_weights_in_an_istio_shape
     assert_eq!(names(&config.route_configs[0]), ["shop.example.com:80"]);
     assert_eq!(names(&config.route_configs[1]), ["shop.example.com:8080"]);
 
-    write(
-        dir.path(),
-        "lds.json",
-        &resources("type.googleapis.com/envoy.config.listener.v3.Listener", &config.listeners),
-    );
-    write(dir.path(), "cds.json", &resources("type.googleapis.com/envoy.config.cluster.v3.Cluster", &config.clusters));
-    for rc in &config.route_configs {
-        let name = rc["name"].as_str().unwrap_or_default();
-        let text = resources("type.googleapis.com/envoy.config.route.v3.RouteConfiguration", std::slice::from_ref(rc));
-        write(dir.path(), &format!("rds-{name}.json"), &text);
-    }
-    let source =
-        |file: &str| json!({"resource_api_version": "V3", "path_config_source": {"path": dir.path().join(file)}});
     let node = istio_node(
         "router~127.0.0.1~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local",
         "istio-system",
         &[("istio", "ingressgateway"), ("app", "istio-ingressgateway")],
     );
-    let bootstrap = json!({
-        "node": node,
-        "admin": admin(),
-        "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
-    });
+    let bootstrap = dynamic_bootstrap(dir.path(), node, &config, vec![]);
     let envoy = Envoy::start(bootstrap).await.unwrap_or_else(|e| panic!("{e}"));
 
     let client = reqwest::Client::builder()

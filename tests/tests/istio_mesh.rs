@@ -15,37 +15,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use switchyard_tests::bootstrap::{admin, istio_node, loopback_address};
+use switchyard_tests::bootstrap::{istio_node, loopback_address};
 use switchyard_tests::envoyfilter::{self, EnvoyConfig, Proxy};
+use switchyard_tests::istiod::{
+    dynamic_bootstrap, eventually, fqdn, http_listener, outbound_cluster, overlay, resolve_xds_ext, ROUTER,
+};
 use switchyard_tests::xds_ext::{write, XdsExt};
 use switchyard_tests::{http_client, tls, workspace_root, EchoServer, Envoy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What the manifests name, and what the test resolves them to.
-const XDS_EXT_TARGET: &str = "xds-ext.switchyard-system.svc:15012";
 const MODULE_CLUSTER: &str = "outbound|15014||xds-ext.switchyard-system.svc.cluster.local";
 const MODULE_BASE_URL: &str = "http://xds-ext.switchyard-system.svc:15014/modules";
-const ROUTER: &str = "envoy.filters.http.router";
 
 // ---------------------------------------------------------------------------
 // What istiod would send
-
-fn fqdn(name: &str) -> String {
-    format!("{name}.default.svc.cluster.local")
-}
-
-/// `outbound|port|subset|fqdn` with loopback endpoints.
-fn outbound_cluster(port: u16, subset: &str, host: &str, endpoints: &[u16]) -> Value {
-    let name = format!("outbound|{port}|{subset}|{host}");
-    let endpoints: Vec<Value> =
-        endpoints.iter().map(|p| json!({"endpoint": {"address": loopback_address(*p)}})).collect();
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
-    })
-}
 
 /// A sidecar's virtual host for a service port, with istiod's default
 /// route; its domains are the name forms with and without the port.
@@ -59,32 +43,6 @@ fn sidecar_vhost(host: &str, port: u16) -> Value {
         "domains": domains,
         "routes": [{"name": "default", "match": {"prefix": "/"},
                     "route": {"cluster": format!("outbound|{port}||{host}"), "timeout": "0s"}}],
-    })
-}
-
-/// An HTTP listener as istiod builds them: HCM over RDS (`route`), Istio's
-/// own HTTP filters (cors, fault) before the router; loopback, any port.
-fn http_listener(name: &str, route: &str, rds_dir: &Path) -> Value {
-    json!({
-        "name": name,
-        "address": loopback_address(0),
-        "traffic_direction": "OUTBOUND",
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": name,
-                "rds": {"route_config_name": route, "config_source": {
-                    "resource_api_version": "V3",
-                    "path_config_source": {"path": rds_dir.join(format!("rds-{route}.json"))},
-                }},
-                "http_filters": [
-                    {"name": "envoy.filters.http.cors", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
-                    {"name": "envoy.filters.http.fault", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
-                    {"name": ROUTER, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-                ],
-            },
-        }]}],
     })
 }
 
@@ -143,50 +101,6 @@ fn tls_passthrough_listener(name: &str, cluster: &str) -> Value {
                              "stat_prefix": name, "cluster": cluster},
         }]}],
     })
-}
-
-/// Writes LDS, CDS and one RDS file per route configuration into `dir` and
-/// returns a bootstrap that reads them: nothing of the mesh is static.
-fn dynamic_bootstrap(dir: &Path, node: Value, config: &EnvoyConfig, static_clusters: Vec<Value>) -> Value {
-    let resources = |type_url: &str, items: &[Value]| {
-        let items: Vec<Value> = items
-            .iter()
-            .map(|item| {
-                let mut item = item.clone();
-                item["@type"] = json!(type_url);
-                item
-            })
-            .collect();
-        json!({"version_info": "1", "resources": items}).to_string()
-    };
-    write(dir, "lds.json", &resources("type.googleapis.com/envoy.config.listener.v3.Listener", &config.listeners));
-    write(dir, "cds.json", &resources("type.googleapis.com/envoy.config.cluster.v3.Cluster", &config.clusters));
-    for rc in &config.route_configs {
-        let name = rc["name"].as_str().unwrap_or_default();
-        let text = resources("type.googleapis.com/envoy.config.route.v3.RouteConfiguration", std::slice::from_ref(rc));
-        write(dir, &format!("rds-{name}.json"), &text);
-    }
-    let source = |file: &str| json!({"resource_api_version": "V3", "path_config_source": {"path": dir.join(file)}});
-    json!({
-        "node": node,
-        "admin": admin(),
-        "static_resources": {"clusters": static_clusters},
-        "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
-    })
-}
-
-/// Every string equal to `from` in `value` becomes `to` (the test's DNS).
-fn resolve(value: &mut Value, from: &str, to: &str) {
-    match value {
-        Value::String(s) if s == from => *s = to.to_string(),
-        Value::Array(items) => items.iter_mut().for_each(|v| resolve(v, from, to)),
-        Value::Object(map) => map.values_mut().for_each(|v| resolve(v, from, to)),
-        _ => {}
-    }
-}
-
-fn overlay(name: &str) -> Vec<Value> {
-    envoyfilter::kustomize(&workspace_root().join("envoyfilter-manifests/overlays").join(name))
 }
 
 // ---------------------------------------------------------------------------
@@ -317,9 +231,7 @@ fn productpage_sidecar(
         gateway_ports: vec![],
     };
     envoyfilter::apply(overlay_docs, &proxy, &mut config);
-    for listener in &mut config.listeners {
-        resolve(listener, XDS_EXT_TARGET, &format!("127.0.0.1:{grpc_port}"));
-    }
+    resolve_xds_ext(&mut config, grpc_port);
     let node = istio_node(
         "sidecar~127.0.0.1~productpage-v1-0.default~default.svc.cluster.local",
         "default",
@@ -354,18 +266,6 @@ async fn call(envoy: &Envoy, host: &str, headers: &[(&str, &str)]) -> (u16, Stri
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let field = |k: &str| body[k].as_str().unwrap_or_default().to_string();
     (status, field("service"), field("version"))
-}
-
-/// Polls `check` until it holds; false when `timeout` passed first.
-async fn eventually<F: std::future::Future<Output = bool>>(timeout: Duration, mut check: impl FnMut() -> F) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
 }
 
 #[tokio::test]
@@ -647,9 +547,7 @@ async fn egress_gateway_routes_service_entry_hosts_and_closes_an_unknown_sni_bef
         gateway_ports: vec![(80, 8080), (443, 8443)],
     };
     envoyfilter::apply(&overlay("egress-gateway"), &proxy, &mut config);
-    for listener in &mut config.listeners {
-        resolve(listener, XDS_EXT_TARGET, &format!("127.0.0.1:{}", xds.grpc_port));
-    }
+    resolve_xds_ext(&mut config, xds.grpc_port);
     let node = istio_node(
         "router~127.0.0.1~istio-egressgateway-0.istio-system~istio-system.svc.cluster.local",
         "istio-system",
