@@ -9,6 +9,7 @@
 //!
 //! See `docs/policy.md` for the JSON reference and matching semantics.
 
+pub mod chain;
 mod cluster_name;
 mod duration;
 pub mod egress;
