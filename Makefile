@@ -25,7 +25,7 @@ build-wasm:
 
 build-native:
 	$(CARGO) build --workspace --exclude switchyard-routing --exclude switchyard-fault \
-		--exclude switchyard-mirror --exclude switchyard-egress --bins
+		--exclude switchyard-mirror --exclude switchyard-egress --exclude switchyard-module --bins
 
 lint:
 	$(CARGO) fmt --all --check

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make build (wasm half): compile the filter modules and place them at
+# make build (wasm half): compile the filter modules (the four filters and
+# the combined switchyard.wasm) and place them at
 # target/switchyard/<filter>.wasm, printing each size.
 #
 # When binaryen's wasm-opt is installed (make setup installs it), each module
@@ -10,9 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-FILTERS=(routing fault mirror egress)
-pkgs=()
-for f in "${FILTERS[@]}"; do pkgs+=(-p "switchyard-$f"); done
+# The four single-purpose modules, and switchyard.wasm, all four in one
+# (crate switchyard-module).
+FILTERS=(routing fault mirror egress switchyard)
+pkgs=(-p switchyard-routing -p switchyard-fault -p switchyard-mirror -p switchyard-egress -p switchyard-module)
 
 wasm_cargo build --profile wasm --lib "${pkgs[@]}"
 

@@ -21,6 +21,9 @@ const LOG_TAIL_LINES: usize = 40;
 /// The Envoy version this project targets (checked against `--version`).
 const ENVOY_VERSION_MARK: &str = "/1.40.";
 
+/// The filters' counter flush period (100 ms) with room for a busy machine.
+const WASM_COUNTER_FLUSH: Duration = Duration::from_millis(300);
+
 #[derive(Clone)]
 enum Located {
     Ok(PathBuf),
@@ -372,8 +375,12 @@ impl Envoy {
         }
     }
 
-    /// [`Envoy::stats`] without the panic.
+    /// [`Envoy::stats`] without the panic. Waits out the filters' counter
+    /// flush first: they add up their counters in the module and hand them to
+    /// Envoy every 100 ms (`switchyard_host::FLUSH_PERIOD`), so a request
+    /// just answered shows in the stats only after the next flush.
     pub async fn try_stats(&self) -> Result<HashMap<String, u64>, HarnessError> {
+        tokio::time::sleep(WASM_COUNTER_FLUSH).await;
         let body = self.admin_get("/stats?format=json").await?;
         let json: Value =
             serde_json::from_str(&body).map_err(|e| HarnessError::Admin(format!("/stats?format=json: {e}")))?;

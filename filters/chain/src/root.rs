@@ -1,0 +1,196 @@
+//! The root context: one per plugin config per worker VM. It compiles the
+//! config into stages, creates the per-request contexts, and owns the one
+//! timer Envoy gives it: the tick resumes delayed requests at their
+//! deadlines and flushes the counters.
+
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
+use proxy_wasm::types::ContextType;
+use switchyard_host::{calls, flush_counters, load_config, Rng, FLUSH_PERIOD};
+use switchyard_policy::chain::CompiledChain;
+use switchyard_policy::egress::CompiledEgress;
+
+use crate::egress::EgressStage;
+use crate::fault::{Delays, FaultStage};
+use crate::http::ChainHttp;
+use crate::mirror::MirrorStage;
+use crate::module::Module;
+use crate::routing::RoutingStage;
+use crate::tls::{EgressTls, TlsStats};
+
+const TLS_ROOT_ID: &str = "egress-tls";
+
+/// A config's stages, ready to run. Requests hold the one they started
+/// with, so a push never changes a request halfway.
+pub(crate) struct Stages {
+    pub egress: Option<EgressStage>,
+    pub routing: Option<RoutingStage>,
+    pub fault: Option<FaultStage>,
+    pub mirror: Option<MirrorStage>,
+}
+
+impl Stages {
+    fn new<M: Module>(chain: CompiledChain) -> Stages {
+        Stages {
+            egress: chain.egress.filter(|_| M::EGRESS).map(|c| EgressStage::new(c, "http")),
+            routing: chain.routing.filter(|_| M::ROUTING).map(RoutingStage::new),
+            fault: chain.fault.filter(|_| M::FAULT).map(FaultStage::new),
+            mirror: chain.mirror.filter(|_| M::MIRROR).map(MirrorStage::new),
+        }
+    }
+}
+
+/// What a root context and its requests share; it outlives config pushes,
+/// so requests delayed under the old config keep their deadlines.
+pub(crate) struct Shared {
+    pub stages: RefCell<Rc<Stages>>,
+    pub rng: Rng,
+    pub root_context_id: u32,
+    pub delays: Delays,
+    timer: Timer,
+}
+
+impl Shared {
+    /// Makes the tick come no later than `at` (ns since the epoch). Called
+    /// from a request's context, which is the effective one again after.
+    pub fn wake_by(&self, at: u128, now: u128, context_id: u32) {
+        if at >= self.timer.wake_at.get() {
+            return;
+        }
+        if calls::set_effective_context(self.root_context_id) {
+            self.timer.arm(at, now);
+        }
+        calls::set_effective_context(context_id);
+    }
+}
+
+/// The root's timer, re-armed at each tick for the earliest thing due: the
+/// next delay deadline, or the next counter flush.
+struct Timer {
+    wake_at: Cell<u128>,
+    period: Cell<Duration>,
+}
+
+impl Timer {
+    fn arm(&self, at: u128, now: u128) {
+        // Envoy's tick period is in whole milliseconds; round up so the
+        // tick never comes before the deadline.
+        let ms = at.saturating_sub(now).div_ceil(1_000_000).clamp(1, u128::from(u32::MAX)) as u64;
+        let period = Duration::from_millis(ms);
+        if period != self.period.get() {
+            calls::set_tick_period(period);
+            self.period.set(period);
+        }
+        self.wake_at.set(now + u128::from(ms) * 1_000_000);
+    }
+}
+
+pub(crate) fn now_nanos(time: SystemTime) -> u128 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+enum Role {
+    /// Not configured yet (or every config so far was refused).
+    Unconfigured,
+    Http(Rc<Shared>),
+    Tls(Rc<(CompiledEgress, TlsStats)>),
+}
+
+pub(crate) struct ChainRoot<M> {
+    context_id: u32,
+    role: Role,
+    next_flush: u128,
+    module: PhantomData<M>,
+}
+
+impl<M: Module> ChainRoot<M> {
+    pub fn new(context_id: u32) -> Self {
+        ChainRoot { context_id, role: Role::Unconfigured, next_flush: 0, module: PhantomData }
+    }
+
+    fn is_tls_root() -> bool {
+        M::TLS && calls::property(&["plugin_root_id"]).is_some_and(|id| id == TLS_ROOT_ID.as_bytes())
+    }
+
+    fn configure_tls(&mut self) -> bool {
+        let Some(config) = load_config(TLS_ROOT_ID, CompiledEgress::from_json) else { return false };
+        self.role = Role::Tls(Rc::new((config, TlsStats::define())));
+        true
+    }
+
+    fn configure_http(&mut self) -> bool {
+        let Some(chain) = load_config(M::NAME, M::compile) else { return false };
+        let stages = Rc::new(Stages::new::<M>(chain));
+        match &self.role {
+            Role::Http(shared) => *shared.stages.borrow_mut() = stages,
+            _ => {
+                let now = now_nanos(calls::current_time());
+                let shared = Rc::new(Shared {
+                    stages: RefCell::new(stages),
+                    rng: Rng::from_host_time(self.context_id),
+                    root_context_id: self.context_id,
+                    delays: Delays::default(),
+                    timer: Timer { wake_at: Cell::new(u128::MAX), period: Cell::new(Duration::ZERO) },
+                });
+                shared.timer.arm(now + FLUSH_PERIOD.as_nanos(), now);
+                self.next_flush = now + FLUSH_PERIOD.as_nanos();
+                self.role = Role::Http(shared);
+            }
+        }
+        true
+    }
+}
+
+impl<M: Module> Context for ChainRoot<M> {}
+
+impl<M: Module> RootContext for ChainRoot<M> {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        if Self::is_tls_root() {
+            let configured = self.configure_tls();
+            if configured {
+                // Its tick only flushes counters.
+                calls::set_tick_period(FLUSH_PERIOD);
+            }
+            return configured;
+        }
+        self.configure_http()
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_nanos(calls::current_time());
+        let Role::Http(shared) = &self.role else {
+            flush_counters();
+            return;
+        };
+        if M::FAULT {
+            shared.delays.resume_due(now);
+            // Resuming switched the effective context to each request.
+            calls::set_effective_context(self.context_id);
+        }
+        if now >= self.next_flush {
+            flush_counters();
+            self.next_flush = now + FLUSH_PERIOD.as_nanos();
+        }
+        let next_deadline = if M::FAULT { shared.delays.next_deadline() } else { None };
+        let next = next_deadline.map_or(self.next_flush, |d| d.min(self.next_flush));
+        shared.timer.arm(next, now);
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(if matches!(self.role, Role::Tls(_)) { ContextType::StreamContext } else { ContextType::HttpContext })
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let Role::Http(shared) = &self.role else { return None };
+        Some(Box::new(ChainHttp::<M>::new(context_id, Rc::clone(shared))))
+    }
+
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        let Role::Tls(config) = &self.role else { return None };
+        Some(Box::new(EgressTls::new(Rc::clone(config))))
+    }
+}
