@@ -3,8 +3,8 @@
 //! It finds the virtual host by `:authority`, takes the first matching route
 //! and applies it:
 //! - the destination cluster goes into a request header that an Envoy route
-//!   with `cluster_header` reads, and the route cache is cleared so the router
-//!   sees it;
+//!   with `cluster_header` reads (writing it clears Envoy's route cache, so
+//!   the router sees it);
 //! - timeout and retries become Envoy's `x-envoy-*` request headers;
 //! - header operations, rewrite and redirect as in Istio.
 //!
@@ -186,11 +186,11 @@ impl RoutingStage {
         if let Err(status) = calls::set_property(&[ROUTE_PROPERTY], route_id) {
             log(LogLevel::Warn, &format!("switchyard.routing: cannot set filter state {ROUTE_PROPERTY}: {status:?}"));
         }
-        // Envoy clears the route cache on header changes only for ABI <=
-        // 0.2.1; the explicit call keeps routing right on hosts that stop.
-        if let Err(status) = calls::call_foreign_function("clear_route_cache") {
-            log(LogLevel::Debug, &format!("switchyard.routing: clear_route_cache unavailable: {status:?}"));
-        }
+        // No `clear_route_cache` call: Envoy clears the route cache itself
+        // on every request header a module of ABI 0.2.1 (the SDK's) writes,
+        // so the router sees the cluster header; an explicit call was one
+        // host call per request for nothing. An Envoy that stops doing so
+        // fails the routing tests.
     }
 
     /// The response header operations of the route a request took.

@@ -136,11 +136,6 @@ pub fn dispatch_http_call(
     hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
 }
 
-pub fn call_foreign_function(name: &str) -> Result<(), Status> {
-    counted();
-    hostcalls::call_foreign_function(name, None).map(drop)
-}
-
 pub fn close_downstream() {
     counted();
     let _ = hostcalls::close_downstream();
