@@ -194,7 +194,7 @@ async fn status_shows_a_synced_stream_as_a_table_json_and_yaml() {
     let row = table.lines().find(|l| l.starts_with("pp-1 ")).unwrap_or_else(|| panic!("{table}"));
     assert_eq!(
         row.split_whitespace().collect::<Vec<_>>(),
-        ["pp-1", "default", "app=productpage", "SYNCED", "-", "-", "-", "-"]
+        ["pp-1", "default", "app=productpage", "SYNCED", "-", "-", "-", "-", "-"]
     );
     let json: serde_json::Value =
         serde_json::from_str(&xds.status_cli_with(&["-o", "json"])).unwrap_or_else(|e| panic!("{e}"));

@@ -58,7 +58,7 @@ fn validate_exits_0_for_valid_documents_and_1_with_one_line_per_problem() {
 }
 
 #[test]
-fn render_prints_the_five_configs_of_a_workload() {
+fn render_prints_the_six_configs_of_a_workload() {
     let out = xds_ext(&[
         "render",
         "services.yaml",
@@ -74,8 +74,20 @@ fn render_prints_the_five_configs_of_a_workload() {
     let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["switchyard.egress", "switchyard.egress-tls", "switchyard.fault", "switchyard.mirror", "switchyard.routing"]
+        [
+            "switchyard.egress",
+            "switchyard.egress-tls",
+            "switchyard.fault",
+            "switchyard.http",
+            "switchyard.mirror",
+            "switchyard.routing"
+        ]
     );
+    // The combined config: routing only (ALLOW_ANY, no fault, no mirror),
+    // exactly the single routing config.
+    let http = value["switchyard.http"].as_object().unwrap();
+    assert_eq!(http.keys().collect::<Vec<_>>(), ["routing", "version"]);
+    assert_eq!(http["routing"], value["switchyard.routing"]);
     let reviews = value["switchyard.routing"]["virtual_hosts"]
         .as_array()
         .unwrap()
@@ -105,6 +117,14 @@ fn render_prints_the_five_configs_of_a_workload() {
     ]);
     assert!(
         stdout(&table).contains("reviews.default.svc.cluster.local  [reviews.default.svc.cluster.local"),
+        "{}",
+        stdout(&table)
+    );
+    assert!(
+        stdout(&table).contains(
+            "\nswitchyard.http: routing (left out: egress: ALLOW_ANY: every host is allowed; fault: no fault rules; \
+             mirror: no mirror rules)\n"
+        ),
         "{}",
         stdout(&table)
     );
@@ -146,6 +166,7 @@ fn explain_tells_which_rule_a_request_hits_and_what_each_filter_does() {
         "cluster      outbound|9080|v1|ratings.default.svc.cluster.local",
         "fault:    rule ratings.default.svc.cluster.local/jason-delay: delay 7s at 100% (injected with this draw)",
         "mirror:   none",
+        "combined: switchyard.http: egress → routing → fault (left out: mirror: no mirror rules)",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
@@ -193,6 +214,17 @@ fn validate_filter_config_checks_filter_json() {
     let out = xds_ext(&["validate-filter-config", "--filter", "fault", good.to_str().unwrap(), bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("unsupported config version 2"), "{}", stdout(&out));
+
+    // The combined filter's config: errors name the section.
+    let chain = dir.path().join("chain.json");
+    std::fs::write(&chain, r#"{"version": 1, "routing": {"version": 1, "virtual_hosts": []}}"#).unwrap();
+    let out = xds_ext(&["validate-filter-config", "--filter", "switchyard", chain.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(stdout(&out), format!("{}: valid\n", chain.display()));
+    std::fs::write(&chain, r#"{"version": 1, "mirror": {"version": 2, "virtual_hosts": []}}"#).unwrap();
+    let out = xds_ext(&["validate-filter-config", "--filter", "switchyard", chain.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("chain.json: mirror.version: unsupported config version 2"), "{}", stdout(&out));
 }
 
 /// `xds-ext manifests` on bookinfo steps, against the files in tests/golden/

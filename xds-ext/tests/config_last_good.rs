@@ -173,7 +173,7 @@ fn an_unreadable_directory_changes_nothing() {
 fn an_empty_store_renders_configs_that_manage_nothing() {
     let store = ConfigStore::default();
     let rendered = store.render(&workload("default", "app=x")).unwrap();
-    assert_eq!(rendered.resources.len(), 5);
+    assert_eq!(rendered.resources.len(), 6);
     assert_eq!(rendered.resources["switchyard.routing"], r#"{"version":1,"virtual_hosts":[]}"#);
     assert_eq!(rendered.resources["switchyard.fault"], r#"{"version":1,"virtual_hosts":[]}"#);
     assert_eq!(rendered.resources["switchyard.mirror"], r#"{"version":1,"virtual_hosts":[]}"#);
@@ -182,4 +182,7 @@ fn an_empty_store_renders_configs_that_manage_nothing() {
         r#"{"version":1,"outbound_traffic_policy":"ALLOW_ANY","hosts":[]}"#
     );
     assert_eq!(rendered.resources["switchyard.egress"], rendered.resources["switchyard.egress-tls"]);
+    // The combined config keeps routing only: it still strips a client's
+    // cluster header; ALLOW_ANY egress and empty fault and mirror do nothing.
+    assert_eq!(rendered.resources["switchyard.http"], r#"{"version":1,"routing":{"version":1,"virtual_hosts":[]}}"#);
 }

@@ -436,12 +436,71 @@ fn rendering_is_deterministic_and_always_valid_for_the_filters() {
                 "switchyard.routing" => switchyard_policy::routing::CompiledRouting::from_json(bytes).is_ok(),
                 "switchyard.fault" => switchyard_policy::fault::CompiledFault::from_json(bytes).is_ok(),
                 "switchyard.mirror" => switchyard_policy::mirror::CompiledMirror::from_json(bytes).is_ok(),
+                "switchyard.http" => switchyard_policy::chain::CompiledChain::from_json(bytes).is_ok(),
                 _ => switchyard_policy::egress::CompiledEgress::from_json(bytes).is_ok(),
             };
             assert!(ok, "{name} for {ns}/{labels}: {json}");
         }
     }
     let _ = ConfigStore::new();
+}
+
+/// The sections of a workload's combined config (`switchyard.http`), each
+/// checked to be exactly the single filter's config.
+fn chain_sections(configs: &serde_json::Map<String, Value>) -> Vec<String> {
+    let http = configs["switchyard.http"].as_object().unwrap();
+    assert_eq!(http["version"], 1);
+    let mut sections = Vec::new();
+    for section in ["egress", "routing", "fault", "mirror"] {
+        if let Some(config) = http.get(section) {
+            assert_eq!(config, &configs[&format!("switchyard.{section}")], "{section}");
+            sections.push(section.to_string());
+        }
+    }
+    assert_eq!(http.len(), sections.len() + 1, "unknown sections in {http:?}");
+    sections
+}
+
+#[test]
+fn the_combined_config_has_only_the_stages_that_do_something_for_the_workload() {
+    let store = config_common::bookinfo(&[
+        config_common::SERVICES,
+        config_common::RULES,
+        "bookinfo-gateway.yaml",
+        "virtual-service-ratings-test-delay.yaml",
+        "httpbin.yaml",
+        "virtual-service-httpbin-mirror.yaml",
+    ]);
+    // No Sidecar: ALLOW_ANY, whose hosts (every Service) only name what is allowed.
+    let reviews = render(&store, &workload("default", "app=reviews,version=v2"));
+    assert_eq!(reviews["switchyard.egress"]["outbound_traffic_policy"], "ALLOW_ANY");
+    assert!(!reviews["switchyard.egress"]["hosts"].as_array().unwrap().is_empty());
+    assert_eq!(chain_sections(&reviews), ["routing", "fault", "mirror"]);
+    // A gateway's routes and no fault or mirror bound to it: a `*` host is ALLOW_ANY.
+    let gateway = render(&store, &workload("istio-system", "istio=ingressgateway"));
+    assert_eq!(chain_sections(&gateway), ["routing"]);
+
+    let store = config_common::bookinfo(&[config_common::SERVICES, config_common::RULES, "sidecar-registry-only.yaml"]);
+    let productpage = render(&store, &workload("default", "app=productpage"));
+    assert_eq!(chain_sections(&productpage), ["egress", "routing"]);
+
+    // Nothing selects it: routing alone, still removing a client's cluster header.
+    let empty = render(&ConfigStore::new(), &workload("default", "app=x"));
+    assert_eq!(chain_sections(&empty), ["routing"]);
+    assert_eq!(empty["switchyard.http"]["routing"]["virtual_hosts"], json!([]));
+
+    // A gateway that admits only its server hosts (REGISTRY_ONLY, 404) keeps egress.
+    let (store, problems) = load_one(MESH_AND_GATEWAY);
+    assert!(errors(&problems).is_empty(), "{problems:?}");
+    let ingress = render(&store, &workload("istio-system", "istio=ingressgateway"));
+    assert_eq!(chain_sections(&ingress), ["egress", "routing"]);
+
+    // explain and render -o table say the same.
+    let configs = store.render_configs(&workload("istio-system", "istio=ingressgateway")).unwrap();
+    assert_eq!(
+        xds_ext::config::explain::combined_stages(&configs),
+        "switchyard.http: egress → routing (left out: fault: no fault rules; mirror: no mirror rules)"
+    );
 }
 
 #[test]

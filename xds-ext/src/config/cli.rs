@@ -29,7 +29,8 @@ pub enum ConfigCommand {
     },
     /// Print the filter configurations a workload would receive (JSON keyed
     /// by ECDS resource name: switchyard.routing, .fault, .mirror, .egress,
-    /// .egress-tls).
+    /// .egress-tls, and .http, the combined filter's config: the stages that
+    /// do something for the workload, as sections).
     Render {
         /// YAML/JSON files, or directories to read recursively.
         #[arg(required = true)]
@@ -43,7 +44,8 @@ pub enum ConfigCommand {
     },
     /// Show which rule a request hits and what each filter does with it:
     /// egress allow/deny, route (cluster, timeout, retries, rewrite,
-    /// redirect), fault (delay/abort) and mirror, as the filters decide it.
+    /// redirect), fault (delay/abort) and mirror, as the filters decide it,
+    /// and which of those stages the combined filter (switchyard.http) runs.
     ///
     /// Example: xds-ext explain examples/bookinfo/services.yaml
     /// examples/bookinfo/destination-rule-all.yaml
@@ -160,6 +162,9 @@ pub enum Filter {
     Fault,
     Mirror,
     Egress,
+    /// The combined filter (switchyard.wasm, resource switchyard.http):
+    /// `{"version":1,"egress":{...},"routing":{...},"fault":{...},"mirror":{...}}`.
+    Switchyard,
 }
 
 pub fn run(command: ConfigCommand) -> ExitCode {
@@ -294,6 +299,7 @@ fn render(paths: &[PathBuf], args: &WorkloadArgs, output: Output) -> ExitCode {
         let hosts: Vec<&str> = configs.egress.hosts.iter().map(|h| h.host.as_str()).collect();
         let mode = serde_json::to_value(configs.egress.outbound_traffic_policy).unwrap_or_default();
         println!("egress {}: {}", mode.as_str().unwrap_or("?"), hosts.join(", "));
+        println!("{}", super::explain::combined_stages(&configs));
         return ExitCode::SUCCESS;
     }
     let mut object = serde_json::Map::new();
@@ -418,6 +424,7 @@ fn validate_filter_configs(filter: Filter, files: &[PathBuf]) -> ExitCode {
                 Filter::Fault => switchyard_policy::fault::CompiledFault::from_json(&bytes).map(drop),
                 Filter::Mirror => switchyard_policy::mirror::CompiledMirror::from_json(&bytes).map(drop),
                 Filter::Egress => switchyard_policy::egress::CompiledEgress::from_json(&bytes).map(drop),
+                Filter::Switchyard => switchyard_policy::chain::CompiledChain::from_json(&bytes).map(drop),
             };
             checked.map_err(|e| e.to_string())
         });

@@ -15,6 +15,7 @@ use switchyard_policy::routing::{CompiledRouting, RedirectTarget, RoutingDecisio
 use switchyard_policy::{HeaderOps, Request, StaticHeaders, DEFAULT_CLUSTER_NAME_TEMPLATE};
 
 use super::render::Configs;
+use crate::workload::RESOURCE_HTTP;
 
 /// A request as `explain` takes it: `METHOD URL` plus headers.
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +93,9 @@ pub struct Explanation {
     pub routing: RoutingExplained,
     pub fault: String,
     pub mirror: String,
+    /// The stages the combined filter (`switchyard.http`) runs for this
+    /// workload, deciding as above, and those it leaves out.
+    pub combined: String,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -141,6 +145,7 @@ pub fn explain(configs: &Configs, request: &RequestSpec, random: u64) -> Result<
     if request.scheme == "https" && configs.gateways.is_empty() {
         return Ok(explain_tls(&egress, request, port, random, role));
     }
+    let combined = combined_stages(configs);
 
     let egress_text = match egress.decide_authority_with_default_port(&request.authority, port) {
         EgressDecision::Allow { host: Some(host) } => format!("allow (listed host {host})"),
@@ -301,7 +306,21 @@ pub fn explain(configs: &Configs, request: &RequestSpec, random: u64) -> Result<
         routing: routing_text,
         fault: fault_text,
         mirror: mirror_text,
+        combined,
     })
+}
+
+/// `switchyard.http: egress → routing (left out: fault: no fault rules; mirror: no mirror rules)`.
+pub fn combined_stages(configs: &Configs) -> String {
+    let stages = configs.chain_stages();
+    let runs: Vec<&str> = stages.iter().filter(|(_, out)| out.is_none()).map(|(stage, _)| *stage).collect();
+    let left_out: Vec<String> =
+        stages.iter().filter_map(|(stage, out)| out.map(|why| format!("{stage}: {why}"))).collect();
+    let mut text = format!("{}: {}", RESOURCE_HTTP, runs.join(" → "));
+    if !left_out.is_empty() {
+        text.push_str(&format!(" (left out: {})", left_out.join("; ")));
+    }
+    text
 }
 
 /// A sidecar's view of TLS from its app: switchyard.egress-tls on the SNI.
@@ -334,6 +353,7 @@ fn explain_tls(egress: &CompiledEgress, request: &RequestSpec, port: u16, random
         routing: RoutingExplained { outcome: not_http.to_string(), ..Default::default() },
         fault: not_http.to_string(),
         mirror: not_http.to_string(),
+        combined: format!("{RESOURCE_HTTP}: {not_http}"),
     }
 }
 
@@ -427,6 +447,7 @@ impl Explanation {
         }
         out.push_str(&format!("fault:    {}\n", self.fault));
         out.push_str(&format!("mirror:   {}\n", self.mirror));
+        out.push_str(&format!("combined: {}\n", self.combined));
         out
     }
 }

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
+use switchyard_policy::chain::{ChainConfig, CompiledChain};
 use switchyard_policy::egress::{CompiledEgress, EgressConfig, EgressHostConfig, OutboundTrafficPolicy};
 use switchyard_policy::fault::{AbortConfig, CompiledFault, DelayConfig, FaultConfig, FaultRouteConfig};
 use switchyard_policy::mirror::{CompiledMirror, MirrorConfig, MirrorPolicyConfig, MirrorRouteConfig};
@@ -64,7 +65,9 @@ pub struct Configs {
 }
 
 impl Configs {
-    /// The JSON documents, keyed by resource name.
+    /// The JSON documents, keyed by resource name. The combined config
+    /// (`switchyard.http`) is checked as the combined filter reads it: its
+    /// bytes through `CompiledChain::from_json`.
     pub fn to_rendered(&self) -> Result<Rendered, Vec<Problem>> {
         let mut resources = BTreeMap::new();
         let json = [
@@ -73,6 +76,7 @@ impl Configs {
             (workload::RESOURCE_MIRROR, serde_json::to_string(&self.mirror)),
             (workload::RESOURCE_EGRESS, serde_json::to_string(&self.egress)),
             (workload::RESOURCE_EGRESS_TLS, serde_json::to_string(&self.egress)),
+            (workload::RESOURCE_HTTP, serde_json::to_string(&self.chain())),
         ];
         for (name, text) in json {
             match text {
@@ -82,7 +86,53 @@ impl Configs {
                 Err(e) => return Err(vec![workload_problem(name, format!("cannot encode config: {e}"))]),
             }
         }
+        if let Some(text) = resources.get(workload::RESOURCE_HTTP) {
+            if let Err(e) = CompiledChain::from_json(text.as_bytes()) {
+                return Err(vec![workload_problem(workload::RESOURCE_HTTP, e.to_string())]);
+            }
+        }
         Ok(Rendered { resources })
+    }
+
+    /// The combined filter's config (`switchyard.http`): the four configs
+    /// above as its sections, without the stages that would do nothing for
+    /// this workload (see [`Configs::chain_stages`]).
+    pub fn chain(&self) -> ChainConfig {
+        let [egress, routing, fault, mirror] = self.chain_stages().map(|(_, left_out)| left_out.is_none());
+        ChainConfig {
+            version: CONFIG_VERSION,
+            egress: egress.then(|| self.egress.clone()),
+            routing: routing.then(|| self.routing.clone()),
+            fault: fault.then(|| self.fault.clone()),
+            mirror: mirror.then(|| self.mirror.clone()),
+        }
+    }
+
+    /// The combined filter's stages in the order they run, each with why it
+    /// is left out of this workload's `switchyard.http` (`None`: it runs).
+    /// A workload pays only for the stages that can change a request:
+    /// - egress runs under REGISTRY_ONLY only. Under ALLOW_ANY every
+    ///   decision is "allow", whatever the hosts (render lists every Service
+    ///   even without a Sidecar: they only name the host allowed) or
+    ///   `dry_run` (it only softens denials, and ALLOW_ANY denies nothing).
+    ///   The one thing lost is the combined filter's
+    ///   `switchyard_egress_http_allowed_total` for such a workload;
+    /// - routing always runs. Render never sends a routing config that does
+    ///   nothing: the one without virtual hosts (a workload no VirtualService
+    ///   or Service reaches) still has the filter remove a client-sent
+    ///   cluster header from every request, which keeps a client from
+    ///   picking its cluster through a `cluster_header` route
+    ///   (filters/routing/src/lib.rs). Leaving it out would open that;
+    /// - fault and mirror run when they have a virtual host (render leaves
+    ///   out the hosts without a fault or mirror rule).
+    pub fn chain_stages(&self) -> [(&'static str, Option<&'static str>); 4] {
+        let egress = match self.egress.outbound_traffic_policy {
+            OutboundTrafficPolicy::RegistryOnly => None,
+            OutboundTrafficPolicy::AllowAny => Some("ALLOW_ANY: every host is allowed"),
+        };
+        let fault = self.fault.virtual_hosts.is_empty().then_some("no fault rules");
+        let mirror = self.mirror.virtual_hosts.is_empty().then_some("no mirror rules");
+        [("egress", egress), ("routing", None), ("fault", fault), ("mirror", mirror)]
     }
 }
 

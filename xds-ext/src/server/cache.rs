@@ -6,10 +6,10 @@
 //! its last good resources (and the error, for status views).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
-use super::resources::{Modules, Resources};
+use super::resources::{Built, Modules, Resources};
 use crate::workload::{Rendered, Workload};
 
 /// The config side, as the server sees it: a workload in, its filter JSON out.
@@ -49,11 +49,22 @@ pub struct Cache<R> {
     renderer: R,
     modules: Modules,
     entries: Mutex<HashMap<Workload, Entry>>,
+    /// Every resource in use, by name and version: workloads whose resource
+    /// is the same hold one copy of it (a large policy gives most workloads
+    /// the same routing config).
+    built: Mutex<Interned>,
+}
+
+#[derive(Default)]
+struct Interned {
+    by_version: HashMap<(String, String), Weak<Built>>,
+    /// Past this many entries, those no workload holds are dropped.
+    prune_at: usize,
 }
 
 impl<R: Render> Cache<R> {
     pub fn new(renderer: R, modules: Modules) -> Self {
-        Cache { renderer, modules, entries: Mutex::new(HashMap::new()) }
+        Cache { renderer, modules, entries: Mutex::new(HashMap::new()), built: Mutex::default() }
     }
 
     pub fn renderer(&self) -> &R {
@@ -92,8 +103,26 @@ impl<R: Render> Cache<R> {
         rendered
             .resources
             .iter()
-            .map(|(name, json)| Ok((name.clone(), Arc::new(self.modules.build(name, json)?))))
+            .map(|(name, json)| Ok((name.clone(), self.intern(self.modules.build(name, json)?))))
             .collect()
+    }
+
+    /// The copy of `built` already in use, if any.
+    fn intern(&self, built: Built) -> Arc<Built> {
+        let mut interned = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (built.name.clone(), built.version.clone());
+        if let Some(known) = interned.by_version.get(&key).and_then(Weak::upgrade) {
+            if known.resource == built.resource {
+                return known;
+            }
+        }
+        let built = Arc::new(built);
+        interned.by_version.insert(key, Arc::downgrade(&built));
+        if interned.by_version.len() > interned.prune_at {
+            interned.by_version.retain(|_, known| known.strong_count() > 0);
+            interned.prune_at = (interned.by_version.len() * 2).max(64);
+        }
+        built
     }
 }
 
@@ -135,6 +164,7 @@ pub mod fake {
 mod tests {
     use super::fake::FakeRenderer;
     use super::*;
+    use crate::workload::RESOURCES;
     use std::path::Path;
     use std::sync::atomic::Ordering;
 
@@ -155,11 +185,37 @@ mod tests {
     }
 
     #[test]
+    fn workloads_with_the_same_config_share_one_copy_of_it() {
+        let cache = Cache::new(FakeRenderer::default(), Modules::local(Path::new("/m")));
+        cache.renderer().set("b", Ok("{\"v\":2}"));
+        let a = cache.get(&workload("a"), 1);
+        let c = cache.get(&workload("c"), 1);
+        let b = cache.get(&workload("b"), 1);
+        let routing = "switchyard.routing";
+        assert!(Arc::ptr_eq(&a.resources[routing], &c.resources[routing]), "a and c render the same: one copy");
+        assert!(!Arc::ptr_eq(&a.resources[routing], &b.resources[routing]));
+        assert_ne!(a.resources[routing].version, b.resources[routing].version);
+    }
+
+    #[test]
+    fn workloads_with_the_same_config_share_one_copy_of_it() {
+        let cache = Cache::new(FakeRenderer::default(), Modules::local(Path::new("/m")));
+        cache.renderer().set("b", Ok("{\"v\":2}"));
+        let a = cache.get(&workload("a"), 1);
+        let c = cache.get(&workload("c"), 1);
+        let b = cache.get(&workload("b"), 1);
+        let routing = "switchyard.routing";
+        assert!(Arc::ptr_eq(&a.resources[routing], &c.resources[routing]), "a and c render the same: one copy");
+        assert!(!Arc::ptr_eq(&a.resources[routing], &b.resources[routing]));
+        assert_ne!(a.resources[routing].version, b.resources[routing].version);
+    }
+
+    #[test]
     fn a_failed_render_keeps_the_last_good_resources() {
         let cache = Cache::new(FakeRenderer::default(), Modules::local(Path::new("/m")));
         cache.renderer().set("a", Ok("{\"v\":1}"));
         let good = cache.get(&workload("a"), 1);
-        assert_eq!(good.resources.len(), 5);
+        assert_eq!(good.resources.len(), RESOURCES.len());
         cache.renderer().set("a", Err("vs.yaml:3: VirtualService/reviews: spec.http: bad"));
         let after = cache.get(&workload("a"), 2);
         assert_eq!(after.resources, good.resources);

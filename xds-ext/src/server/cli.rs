@@ -17,7 +17,7 @@ use super::cache::{Cache, Generation};
 use super::ecds::{Ecds, Shared};
 use super::grpc::EcdsServer;
 use super::live::LiveConfig;
-use super::resources::{ModuleSource, Modules};
+use super::resources::{ModuleLayout, ModuleSource, Modules};
 use super::tls::{self, GrpcTls, TlsArgs};
 use super::{admin, log, watch as dir_watch};
 use crate::workload::RESOURCES;
@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// (100-400 KB) per resource and push.
     #[arg(long, conflicts_with = "module_base_url")]
     inline_modules: bool,
+    /// Which module switchyard.egress-tls runs: `combined`, switchyard.wasm
+    /// in the VM of switchyard.http (vm_id `switchyard`: one VM per worker
+    /// for the HTTP chain and the TLS filter); `single`, egress.wasm in a VM
+    /// of its own. Both serve switchyard.http and the four single HTTP
+    /// filters: an Envoy runs what it subscribes to.
+    #[arg(long, value_enum, default_value_t = Layout::Combined)]
+    module_layout: Layout,
     /// Most ECDS streams served at once; more are refused (RESOURCE_EXHAUSTED).
     #[arg(long, default_value_t = 20_000)]
     max_streams: usize,
@@ -95,6 +102,12 @@ pub enum Output {
     Table,
     Json,
     Yaml,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Layout {
+    Combined,
+    Single,
 }
 
 pub fn run(command: ServerCommand) -> ExitCode {
@@ -129,7 +142,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         _ if args.inline_modules => ModuleSource::Inline,
         _ => ModuleSource::Local { dir: modules_dir.clone() },
     };
-    let (modules, warnings) = Modules::load(&modules_dir, source)?;
+    let layout = match args.module_layout {
+        Layout::Combined => ModuleLayout::Combined,
+        Layout::Single => ModuleLayout::Single,
+    };
+    let (modules, warnings) = Modules::load(&modules_dir, source, layout)?;
     for warning in warnings {
         log(format_args!("warning: {warning}"));
     }
@@ -137,7 +154,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let (publish, generation) = watch::channel(Generation::first());
     let (stop, stopped) = watch::channel(false);
     let cache = Cache::new(LiveConfig::new(), modules);
-    let shared = Arc::new(Shared::new(cache, generation, stopped.clone(), args.max_streams));
+    let identity_check = tls.as_ref().and_then(GrpcTls::identity_check);
+    let shared =
+        Arc::new(Shared::new(cache, generation, stopped.clone(), args.max_streams).with_identity_check(identity_check));
 
     let grpc = TcpListener::bind(args.grpc).await.map_err(|e| format!("binding --grpc {}: {e}", args.grpc))?;
     let admin_listener =
@@ -158,9 +177,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
     // The first load completes before any proxy is served, so no proxy ever
     // receives the config of an empty directory.
-    let loaded = dir_watch::fingerprint_blocking(&config_dir).await;
-    dir_watch::load(&config_dir, &shared, &publish).await;
-    let watcher = tokio::spawn(dir_watch::watch_dir(config_dir, shared.clone(), publish, loaded, stopped.clone()));
+    let dir_watch = dir_watch::DirWatch::start(&config_dir).await;
+    let recheck = dir_watch::load(&config_dir, &shared, &publish).await;
+    let watcher = tokio::spawn(dir_watch.run(shared.clone(), publish, recheck, stopped.clone()));
 
     let service = EcdsServer::new(Ecds::new(shared.clone()), args.max_request_bytes);
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
@@ -354,9 +373,9 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{table}");
         assert!(lines[2].starts_with("reviews-v1: "), "one row per proxy: {table}");
-        assert!(lines[0].ends_with("EGRESS-TLS"), "{table}");
+        assert!(lines[0].ends_with("EGRESS-TLS  HTTP"), "{table}");
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(cells, ["reviews-v1", "default", "app=reviews,version=v1", "NACKED", "SYNCED", "-", "-", "-"]);
+        assert_eq!(cells, ["reviews-v1", "default", "app=reviews,version=v1", "NACKED", "SYNCED", "-", "-", "-", "-"]);
         assert!(table.contains(
             "reviews-v1: switchyard.routing NACKED version bbbb (proxy runs aaaa): Unable to create Wasm plugin"
         ));

@@ -1,4 +1,4 @@
-//! A map for the handful of resources one stream carries (five at most for a
+//! A map for the handful of resources one stream carries (six at most for a
 //! well-behaved proxy), kept as a vector sorted by name.
 //!
 //! Why not `BTreeMap`: its first insert allocates a node for 11 entries,
