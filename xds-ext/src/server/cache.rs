@@ -6,10 +6,10 @@
 //! its last good resources (and the error, for status views).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use super::resources::{Built, Modules, Resources};
+use super::resources::{Modules, Resources};
 use crate::workload::{Rendered, Workload};
 
 /// The config side, as the server sees it: a workload in, its filter JSON out.
@@ -49,22 +49,11 @@ pub struct Cache<R> {
     renderer: R,
     modules: Modules,
     entries: Mutex<HashMap<Workload, Entry>>,
-    /// Every resource in use, by name and version: workloads whose resource
-    /// is the same hold one copy of it (a large policy gives most workloads
-    /// the same routing config).
-    built: Mutex<Interned>,
-}
-
-#[derive(Default)]
-struct Interned {
-    by_version: HashMap<(String, String), Weak<Built>>,
-    /// Past this many entries, those no workload holds are dropped.
-    prune_at: usize,
 }
 
 impl<R: Render> Cache<R> {
     pub fn new(renderer: R, modules: Modules) -> Self {
-        Cache { renderer, modules, entries: Mutex::new(HashMap::new()), built: Mutex::default() }
+        Cache { renderer, modules, entries: Mutex::new(HashMap::new()) }
     }
 
     pub fn renderer(&self) -> &R {
@@ -103,26 +92,8 @@ impl<R: Render> Cache<R> {
         rendered
             .resources
             .iter()
-            .map(|(name, json)| Ok((name.clone(), self.intern(self.modules.build(name, json)?))))
+            .map(|(name, json)| Ok((name.clone(), Arc::new(self.modules.build(name, json)?))))
             .collect()
-    }
-
-    /// The copy of `built` already in use, if any.
-    fn intern(&self, built: Built) -> Arc<Built> {
-        let mut interned = self.built.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (built.name.clone(), built.version.clone());
-        if let Some(known) = interned.by_version.get(&key).and_then(Weak::upgrade) {
-            if known.resource == built.resource {
-                return known;
-            }
-        }
-        let built = Arc::new(built);
-        interned.by_version.insert(key, Arc::downgrade(&built));
-        if interned.by_version.len() > interned.prune_at {
-            interned.by_version.retain(|_, known| known.strong_count() > 0);
-            interned.prune_at = (interned.by_version.len() * 2).max(64);
-        }
-        built
     }
 }
 
@@ -182,32 +153,6 @@ mod tests {
         assert_eq!(cache.renderer().renders.load(Ordering::SeqCst), 2);
         cache.get(&workload("a"), 2);
         assert_eq!(cache.renderer().renders.load(Ordering::SeqCst), 3);
-    }
-
-    #[test]
-    fn workloads_with_the_same_config_share_one_copy_of_it() {
-        let cache = Cache::new(FakeRenderer::default(), Modules::local(Path::new("/m")));
-        cache.renderer().set("b", Ok("{\"v\":2}"));
-        let a = cache.get(&workload("a"), 1);
-        let c = cache.get(&workload("c"), 1);
-        let b = cache.get(&workload("b"), 1);
-        let routing = "switchyard.routing";
-        assert!(Arc::ptr_eq(&a.resources[routing], &c.resources[routing]), "a and c render the same: one copy");
-        assert!(!Arc::ptr_eq(&a.resources[routing], &b.resources[routing]));
-        assert_ne!(a.resources[routing].version, b.resources[routing].version);
-    }
-
-    #[test]
-    fn workloads_with_the_same_config_share_one_copy_of_it() {
-        let cache = Cache::new(FakeRenderer::default(), Modules::local(Path::new("/m")));
-        cache.renderer().set("b", Ok("{\"v\":2}"));
-        let a = cache.get(&workload("a"), 1);
-        let c = cache.get(&workload("c"), 1);
-        let b = cache.get(&workload("b"), 1);
-        let routing = "switchyard.routing";
-        assert!(Arc::ptr_eq(&a.resources[routing], &c.resources[routing]), "a and c render the same: one copy");
-        assert!(!Arc::ptr_eq(&a.resources[routing], &b.resources[routing]));
-        assert_ne!(a.resources[routing].version, b.resources[routing].version);
     }
 
     #[test]
