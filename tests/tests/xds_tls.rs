@@ -1,7 +1,8 @@
 //! xds-ext's gRPC port over TLS and mTLS, with real Envoys: an Envoy whose
 //! `xds-ext` cluster speaks TLS gets its routing config and routes by it; with
-//! `--tls-client-ca` only an Envoy presenting a certificate of that CA does;
-//! bad TLS flags stop xds-ext at start with the flag and file named.
+//! `--tls-client-ca` only an Envoy presenting a certificate of that CA does,
+//! and only for the namespace (and service account) its certificate's SPIFFE
+//! ID names; bad TLS flags stop xds-ext at start with the flag and file named.
 //!
 //! Certificates are made at run time (rcgen) into a temp dir: none is
 //! committed.
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use serde_json::{json, Value};
 use switchyard_tests::bootstrap::{module_path, static_cluster, xds_ext_binary};
@@ -22,9 +24,16 @@ const UPDATE_SUCCESS: &str = "extension_config_discovery.http_filter.switchyard.
 const UPSTREAM_TLS_CONTEXT: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 /// The name the server certificate carries and Envoy asks for (SNI) and checks.
 const SERVER_NAME: &str = "xds-ext";
+/// The SPIFFE ID of the productpage sidecar in `default`, as Istio issues it.
+const PRODUCTPAGE_ID: &str = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage";
+/// The same service account in namespace `prod`.
+const PROD_ID: &str = "spiffe://cluster.local/ns/prod/sa/bookinfo-productpage";
+const DENIED: &str = "xds_ext_streams_denied_total";
 
-/// A CA, a server certificate for `xds-ext` / 127.0.0.1, a client
-/// certificate from the same CA and one from a CA nobody trusts, as PEM files.
+/// A CA, a server certificate for `xds-ext` / 127.0.0.1, client
+/// certificates from the same CA (`client`: productpage in `default`;
+/// `prod-client`: productpage in `prod`; `dns-client`: no SPIFFE ID, a DNS
+/// name only) and one from a CA nobody trusts, as PEM files.
 struct Pki {
     dir: tempfile::TempDir,
 }
@@ -34,10 +43,13 @@ impl Pki {
         let dir = tempfile::Builder::new().prefix("switchyard-pki-").tempdir().unwrap_or_else(|e| panic!("{e}"));
         let pki = Pki { dir };
         let ca = pki.ca("ca", "switchyard test CA");
-        pki.leaf("server", &ca, &[SERVER_NAME, "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
-        pki.leaf("client", &ca, &["productpage.default"], ExtendedKeyUsagePurpose::ClientAuth);
+        pki.leaf("server", &ca, &[SERVER_NAME, "127.0.0.1"], &[], ExtendedKeyUsagePurpose::ServerAuth);
+        let client = ExtendedKeyUsagePurpose::ClientAuth;
+        pki.leaf("client", &ca, &["productpage.default"], &[PRODUCTPAGE_ID], client.clone());
+        pki.leaf("prod-client", &ca, &["productpage.prod"], &[PROD_ID], client.clone());
+        pki.leaf("dns-client", &ca, &["productpage.default"], &[], client.clone());
         let rogue = pki.ca("rogue-ca", "a CA xds-ext does not trust");
-        pki.leaf("rogue-client", &rogue, &["productpage.default"], ExtendedKeyUsagePurpose::ClientAuth);
+        pki.leaf("rogue-client", &rogue, &["productpage.default"], &[PRODUCTPAGE_ID], client);
         pki
     }
 
@@ -53,11 +65,23 @@ impl Pki {
         Issuer::new(params, key)
     }
 
-    /// `<name>.pem`, `<name>-key.pem`: a leaf for `names` (DNS names or IPs).
-    fn leaf(&self, name: &str, issuer: &Issuer<'static, KeyPair>, names: &[&str], usage: ExtendedKeyUsagePurpose) {
+    /// `<name>.pem`, `<name>-key.pem`: a leaf for `names` (DNS names or
+    /// IPs) and `uris` (URI SANs: SPIFFE IDs).
+    fn leaf(
+        &self,
+        name: &str,
+        issuer: &Issuer<'static, KeyPair>,
+        names: &[&str],
+        uris: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) {
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap_or_else(|e| panic!("{e}"));
+        for uri in uris {
+            let uri = (*uri).try_into().unwrap_or_else(|e| panic!("{uri}: {e}"));
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
         params.distinguished_name.push(DnType::CommonName, names[0].as_str());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
@@ -90,7 +114,8 @@ impl Pki {
 
     /// Envoy's UpstreamTlsContext for the xds-ext cluster: HTTP/2 by ALPN,
     /// SNI `xds-ext`, the server checked against our CA and its name; with
-    /// `client`, that certificate (`client` or `rogue-client`) is presented.
+    /// `client`, that certificate (`client`, `prod-client`, `dns-client` or
+    /// `rogue-client`) is presented.
     fn envoy_transport_socket(&self, client: Option<&str>) -> Value {
         let mut common = json!({
             "alpn_protocols": ["h2"],
@@ -178,8 +203,10 @@ async fn with_a_client_ca_only_an_envoy_presenting_a_certificate_of_that_ca_is_s
     let reviews = Reviews::start().await;
     let (_config, xds) = start_xds(&pki, &["--tls-client-ca", &pki.arg("ca.pem")]).await;
     assert!(
-        xds.log()
-            .contains(&format!("grpc listening on 127.0.0.1:{} (tls, client certificates required)", xds.grpc_port)),
+        xds.log().contains(&format!(
+            "grpc listening on 127.0.0.1:{} (tls, client certificates required, SPIFFE ID bound to the node)",
+            xds.grpc_port
+        )),
         "{}",
         xds.log()
     );
@@ -199,6 +226,7 @@ async fn with_a_client_ca_only_an_envoy_presenting_a_certificate_of_that_ca_is_s
 
     assert!(versions(&trusted, 24, &[]).await.iter().all(|v| v == "v3"));
     xds.wait_status("trusted", ROUTING, "SYNCED").await;
+    assert!(xds.log().contains(&format!("(default app=productpage,version=v1) as {PRODUCTPAGE_ID}")), "{}", xds.log());
     // Both keep retrying (0.1 s to 1 s backoff): a couple of seconds covers
     // several refused handshakes each.
     let window = Duration::from_secs(2);
@@ -218,6 +246,89 @@ async fn with_a_client_ca_only_an_envoy_presenting_a_certificate_of_that_ca_is_s
         assert_eq!(reply.status(), 500, "{name}");
         assert!(reply.headers().get("x-echo-version").is_none(), "{name} reached reviews");
     }
+}
+
+/// An Envoy in `default` whose node sends SERVICE_ACCOUNT `service_account`.
+fn with_service_account(mut bootstrap: Value, service_account: &str) -> Value {
+    bootstrap["node"]["metadata"]["SERVICE_ACCOUNT"] = json!(service_account);
+    bootstrap
+}
+
+#[tokio::test]
+async fn with_a_client_ca_an_envoy_gets_only_the_config_of_the_namespace_its_certificate_names() {
+    let pki = Pki::new();
+    let reviews = Reviews::start().await;
+    let (_config, xds) = start_xds(&pki, &["--tls-client-ca", &pki.arg("ca.pem")]).await;
+    let sidecar = |node_id: &str, client: &str| {
+        let mut bootstrap =
+            sidecar_bootstrap(node_id, xds.grpc_port, pki.envoy_transport_socket(Some(client)), &reviews);
+        initial_fetch_timeout(&mut bootstrap, "0.5s");
+        bootstrap
+    };
+    // Every one claims to be productpage in `default`.
+    let own = with_service_account(sidecar("own", "client"), "bookinfo-productpage");
+    let other_namespace = sidecar("other-namespace", "prod-client");
+    let other_account = with_service_account(sidecar("other-account", "client"), "bookinfo-reviews");
+    let no_spiffe = sidecar("no-spiffe", "dns-client");
+    let (own, other_namespace, other_account, no_spiffe) = tokio::join!(
+        Envoy::start(own),
+        Envoy::start(other_namespace),
+        Envoy::start(other_account),
+        Envoy::start(no_spiffe)
+    );
+    let start = |e: Result<Envoy, _>| e.unwrap_or_else(|e| panic!("{e}"));
+    let (own, other_namespace, other_account, no_spiffe) =
+        (start(own), start(other_namespace), start(other_account), start(no_spiffe));
+
+    assert!(versions(&own, 24, &[]).await.iter().all(|v| v == "v3"));
+    xds.wait_status("own", ROUTING, "SYNCED").await;
+
+    let refused = [("other-namespace", &other_namespace), ("other-account", &other_account), ("no-spiffe", &no_spiffe)];
+    let window = Duration::from_secs(2);
+    tokio::join!(
+        assert_never_configured(&other_namespace, &xds, "other-namespace", window),
+        assert_never_configured(&other_account, &xds, "other-account", window),
+        assert_never_configured(&no_spiffe, &xds, "no-spiffe", window),
+    );
+    for (name, envoy) in refused {
+        // Refused after the handshake, by the identity check: TLS itself succeeded.
+        assert!(envoy.counter("cluster.xds-ext.ssl.handshake").await >= 1, "{name}: no TLS session");
+        let url = format!("{}/reviews/0", envoy.listener_url("main"));
+        let reply = http_client().get(&url).header("host", "reviews").send().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reply.status(), 500, "{name}");
+        assert!(reply.headers().get("x-echo-version").is_none(), "{name} reached reviews");
+    }
+    let log = xds.log();
+    for reason in [
+        format!(
+            "PERMISSION_DENIED: node \"other-namespace\" asks for the config of namespace \"default\", but its \
+             client certificate is {PROD_ID}"
+        ),
+        format!(
+            "PERMISSION_DENIED: node \"other-account\" asks for the config of namespace \"default\", service \
+             account \"bookinfo-reviews\", but its client certificate is {PRODUCTPAGE_ID}"
+        ),
+        "PERMISSION_DENIED: node \"no-spiffe\": its client certificate has no URI SAN".to_owned(),
+    ] {
+        assert!(log.contains(&reason), "no {reason:?} in:\n{log}");
+    }
+    // Each keeps retrying and is refused each time.
+    assert!(xds.metric(DENIED).await >= 6.0, "{}", xds.metric(DENIED).await);
+}
+
+#[tokio::test]
+async fn tls_any_client_identity_serves_any_certificate_of_the_ca() {
+    let pki = Pki::new();
+    let reviews = Reviews::start().await;
+    let args = ["--tls-client-ca", &pki.arg("ca.pem"), "--tls-any-client-identity"];
+    let (_config, xds) = start_xds(&pki, &args).await;
+    assert!(xds.log().contains("(tls, client certificates required, any identity)"), "{}", xds.log());
+    let bootstrap =
+        sidecar_bootstrap("no-spiffe", xds.grpc_port, pki.envoy_transport_socket(Some("dns-client")), &reviews);
+    let envoy = Envoy::start(bootstrap).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(versions(&envoy, 8, &[]).await.iter().all(|v| v == "v3"));
+    xds.wait_status("no-spiffe", ROUTING, "SYNCED").await;
+    assert_eq!(xds.metric(DENIED).await, 0.0);
 }
 
 /// `xds-ext serve` with `args` after the config dir, expected to exit
@@ -286,4 +397,9 @@ fn bad_tls_flags_stop_xds_ext_at_start_naming_the_flag_and_the_file() {
     let (code, stderr) = serve_fails(&["--tls-cert", &server, "--tls-key", &server_key, "--tls-client-ca", &missing]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(&format!("--tls-client-ca {missing}: No such file")), "{stderr}");
+
+    let (code, stderr) =
+        serve_fails(&["--tls-cert", &server, "--tls-key", &server_key, "--trust-domain", "cluster.local"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--trust-domain needs --tls-client-ca"), "{stderr}");
 }

@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryService;
 use envoy_types::pb::google::protobuf::{value, Struct};
 use futures_util::Stream;
+use rustls::pki_types::CertificateDer;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -27,6 +28,7 @@ use super::cache::{Cache, Generation, Render, Snapshot};
 use super::log;
 use super::registry::{Metrics, ProxyIdentity, Registry};
 use super::resources::{content_version, Built, TYPED_EXTENSION_CONFIG};
+use super::spiffe::{Claim, IdentityCheck, SpiffeId};
 use super::state::{Answer, StreamState};
 use crate::workload::{Workload, RESOURCES};
 
@@ -39,6 +41,8 @@ pub struct Shared<R> {
     /// Becomes true when the server shuts down: streams end.
     pub shutdown: watch::Receiver<bool>,
     streams: Arc<Semaphore>,
+    /// With mTLS: each stream's node must be its certificate's (spiffe.rs).
+    identity: Option<IdentityCheck>,
 }
 
 impl<R: Render> Shared<R> {
@@ -55,9 +59,19 @@ impl<R: Render> Shared<R> {
             metrics: Metrics::default(),
             shutdown,
             streams: Arc::new(Semaphore::new(max_streams)),
+            identity: None,
         }
     }
+
+    /// Binds every stream's node to the SPIFFE ID of its client certificate.
+    pub fn with_identity_check(mut self, check: Option<IdentityCheck>) -> Self {
+        self.identity = check;
+        self
+    }
 }
+
+/// The TLS client's certificate chain, leaf first (none without mTLS).
+type PeerCerts = Option<Arc<Vec<CertificateDer<'static>>>>;
 
 pub struct Ecds<R> {
     shared: Arc<Shared<R>>,
@@ -81,7 +95,8 @@ impl<R: Render> ExtensionConfigDiscoveryService for Ecds<R> {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamExtensionConfigsStream>, Status> {
         let permit = self.permit()?;
-        Ok(Response::new(responses::<R, Sotw>(self.shared.clone(), request.into_inner(), permit)))
+        let peer = request.peer_certs();
+        Ok(Response::new(responses::<R, Sotw>(self.shared.clone(), request.into_inner(), peer, permit)))
     }
 
     async fn delta_extension_configs(
@@ -89,17 +104,20 @@ impl<R: Render> ExtensionConfigDiscoveryService for Ecds<R> {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaExtensionConfigsStream>, Status> {
         let permit = self.permit()?;
-        Ok(Response::new(responses::<R, Delta>(self.shared.clone(), request.into_inner(), permit)))
+        let peer = request.peer_certs();
+        Ok(Response::new(responses::<R, Delta>(self.shared.clone(), request.into_inner(), peer, permit)))
     }
 
     async fn fetch_extension_configs(
         &self,
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
+        let peer = request.peer_certs();
         let request = request.into_inner();
         check_type(&request.type_url)?;
         let node = request.node.as_ref().ok_or_else(|| Status::invalid_argument("fetch without a node"))?;
         let identity = identity(node);
+        authorize(&self.shared, node, &identity, peer.as_deref().map(Vec::as_slice))?;
         let generation = self.shared.generation.borrow().id;
         let snapshot = self.shared.cache.get(&identity.workload, generation);
         let names = requested_names(request.resource_names);
@@ -130,10 +148,20 @@ struct Session<R: Render> {
 }
 
 impl<R: Render> Session<R> {
-    fn open(shared: Arc<Shared<R>>, node: Option<&Node>, protocol: &'static str) -> Result<Self, Status> {
+    fn open(
+        shared: Arc<Shared<R>>,
+        node: Option<&Node>,
+        protocol: &'static str,
+        peer: Option<&[CertificateDer<'static>]>,
+    ) -> Result<Self, Status> {
         let node = node.ok_or_else(|| Status::invalid_argument("the first request of a stream must carry the node"))?;
-        let (id, identity) = shared.registry.connect(identity(node), protocol);
-        log(format_args!("proxy connected ({protocol}): {}", describe(&identity)));
+        let claimed = identity(node);
+        let verified = authorize(&shared, node, &claimed, peer)?;
+        let (id, identity) = shared.registry.connect(claimed, protocol);
+        match verified {
+            Some(spiffe) => log(format_args!("proxy connected ({protocol}): {} as {spiffe}", describe(&identity))),
+            None => log(format_args!("proxy connected ({protocol}): {}", describe(&identity))),
+        }
         let generation = shared.generation.borrow().id;
         let snapshot = shared.cache.get(&identity.workload, generation);
         let mut state = StreamState::new();
@@ -325,12 +353,15 @@ struct StreamLoop<R: Render, P: Protocol> {
     session: Option<Session<R>>,
     /// Set once the stream answered with an error: it ends after that.
     ended: bool,
+    /// The client certificate chain the first request is checked against.
+    peer: PeerCerts,
     _permit: OwnedSemaphorePermit,
 }
 
 fn responses<R: Render, P: Protocol>(
     shared: Arc<Shared<R>>,
     inbound: Streaming<P::Request>,
+    peer: PeerCerts,
     permit: OwnedSemaphorePermit,
 ) -> ResponseStream<P::Response> {
     let stream = StreamLoop::<R, P> {
@@ -340,6 +371,7 @@ fn responses<R: Render, P: Protocol>(
         inbound,
         session: None,
         ended: false,
+        peer,
         _permit: permit,
     };
     Box::pin(futures_util::stream::unfold(stream, |mut stream| async move {
@@ -375,7 +407,8 @@ impl<R: Render, P: Protocol> StreamLoop<R, P> {
                         Some(s) => s,
                         None => {
                             self.generation.borrow_and_update();
-                            match Session::open(self.shared.clone(), P::node(&request), P::KIND) {
+                            let peer = self.peer.as_deref().map(Vec::as_slice);
+                            match Session::open(self.shared.clone(), P::node(&request), P::KIND, peer) {
                                 Ok(s) => self.session.insert(s),
                                 Err(status) => return self.fail(status),
                             }
@@ -512,14 +545,41 @@ fn delta_response(resources: &[Arc<Built>], nonce: String) -> DeltaDiscoveryResp
     }
 }
 
+/// With the identity check on, the node's namespace and service account
+/// must be its client certificate's SPIFFE ID; the stream (or fetch) ends
+/// with PERMISSION_DENIED otherwise, before the proxy is registered.
+fn authorize<R>(
+    shared: &Shared<R>,
+    node: &Node,
+    claimed: &ProxyIdentity,
+    peer: Option<&[CertificateDer<'static>]>,
+) -> Result<Option<SpiffeId>, Status> {
+    let Some(check) = &shared.identity else { return Ok(None) };
+    let claim = Claim {
+        node_id: &claimed.node_id,
+        namespace: &claimed.workload.namespace,
+        service_account: metadata_text(node, "SERVICE_ACCOUNT"),
+    };
+    check.authorize(peer, claim).map(Some).map_err(|reason| {
+        shared.metrics.streams_denied.fetch_add(1, Ordering::Relaxed);
+        log(format_args!("PERMISSION_DENIED: {reason}"));
+        Status::permission_denied(format!("xds-ext: {reason}"))
+    })
+}
+
+/// A string value of the node's metadata.
+fn metadata_text<'n>(node: &'n Node, key: &str) -> Option<&'n str> {
+    match node.metadata.as_ref().and_then(|m| m.fields.get(key)).and_then(|v| v.kind.as_ref()) {
+        Some(value::Kind::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
 /// A proxy's identity from its `Node`: Istio's `NAMESPACE` (default
 /// `default`), `LABELS` (string values) and `WORKLOAD_NAME` metadata.
 pub fn identity(node: &Node) -> ProxyIdentity {
     let metadata = node.metadata.as_ref();
-    let text = |key: &str| match metadata.and_then(|m| m.fields.get(key)).and_then(|v| v.kind.as_ref()) {
-        Some(value::Kind::StringValue(s)) => Some(s.clone()),
-        _ => None,
-    };
+    let text = |key: &str| metadata_text(node, key).map(str::to_owned);
     let labels = match metadata.and_then(|m| m.fields.get("LABELS")).and_then(|v| v.kind.as_ref()) {
         Some(value::Kind::StructValue(Struct { fields })) => fields
             .iter()

@@ -102,7 +102,8 @@ where
 }
 
 /// The proxy's requests, decoded by tonic. Compressed requests are refused
-/// by the decoder (Envoy does not compress xDS).
+/// by the decoder (Envoy does not compress xDS). The request keeps the
+/// connection's extensions: the TLS peer certificates the identity check reads.
 fn inbound<M, B>(request: http::Request<B>, limit: Option<usize>) -> Request<Streaming<M>>
 where
     M: Message + Default + Send + 'static,
@@ -110,7 +111,7 @@ where
     B::Error: Into<StdError> + Send + 'static,
 {
     let decoder = ProstDecoder::<M>::new(BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD));
-    Request::new(Streaming::new_request(decoder, request.into_body(), None, limit))
+    Request::from_http(request.map(|body| Streaming::new_request(decoder, body, None, limit)))
 }
 
 /// The HTTP response of a streaming method: the refusal as a trailers-only

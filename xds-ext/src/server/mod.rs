@@ -8,6 +8,7 @@
 //! - [`ecds`]: the ECDS streams (state of the world, delta, fetch);
 //! - [`grpc`]: that service on the wire, with small per-stream buffers;
 //! - [`tls`]: optional TLS and mTLS on that port, its files checked at start;
+//! - [`spiffe`]: with mTLS, each stream's node bound to its certificate's SPIFFE ID;
 //! - [`watch`]: polls and debounces the config directory, publishes generations;
 //! - [`small_map`]: the per-stream map of resources, small at 10 000 streams;
 //! - [`registry`]: connected proxies and metrics; [`admin`]: their HTTP views;
@@ -23,6 +24,7 @@ pub mod live;
 pub mod registry;
 pub mod resources;
 pub mod small_map;
+pub mod spiffe;
 pub mod state;
 pub mod tls;
 pub mod watch;

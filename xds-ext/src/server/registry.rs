@@ -179,6 +179,8 @@ pub struct Metrics {
     pub acks: AtomicU64,
     pub nacks: AtomicU64,
     pub streams_refused: AtomicU64,
+    /// Streams ended with PERMISSION_DENIED: a client certificate that does not name the node.
+    pub streams_denied: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     pub ready: AtomicBool,
@@ -238,6 +240,12 @@ impl Metrics {
         counter(&mut out, "xds_ext_acks_total", "Responses proxies accepted.", &self.acks);
         counter(&mut out, "xds_ext_nacks_total", "Responses proxies rejected.", &self.nacks);
         counter(&mut out, "xds_ext_streams_refused_total", "Streams refused over the limit.", &self.streams_refused);
+        counter(
+            &mut out,
+            "xds_ext_streams_denied_total",
+            "Streams refused because the client certificate does not name the node's namespace or service account.",
+            &self.streams_denied,
+        );
         counter(&mut out, "xds_ext_config_reloads_total", "Loads of the config directory.", &self.reloads);
         counter(
             &mut out,

@@ -1,5 +1,7 @@
 //! Optional TLS, and mTLS, on the gRPC port: `--tls-cert`, `--tls-key` and
-//! `--tls-client-ca`, served by tonic's rustls (ring backend).
+//! `--tls-client-ca`, served by tonic's rustls (ring backend). With client
+//! certificates, each stream's node is bound to its certificate's SPIFFE ID
+//! (`spiffe.rs`) unless `--tls-any-client-identity` says otherwise.
 //!
 //! Every file is read and checked here before tonic sees it, because tonic
 //! reports a bad input as "Error parsing TLS certificate." or not at all (a
@@ -20,6 +22,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, RootCertStore};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+use super::spiffe::IdentityCheck;
+
 /// A client that connects and never finishes its handshake would hold a
 /// task and a socket forever: tonic has no handshake deadline of its own.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,31 +39,58 @@ pub struct TlsArgs {
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// Require client certificates signed by one of these CAs (PEM) — mTLS;
-    /// a client without one fails the handshake. Needs --tls-cert.
+    /// a client without one fails the handshake. Needs --tls-cert. Each
+    /// stream's node must then be named by its certificate: a URI SAN
+    /// spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT with the node's
+    /// NAMESPACE metadata (`default` when absent) and its SERVICE_ACCOUNT
+    /// when the node sends one, as istiod checks; otherwise the stream ends
+    /// with PERMISSION_DENIED.
     #[arg(long, value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: the SPIFFE trust domain client certificates
+    /// must name (e.g. cluster.local, Istio's default). Without it any
+    /// trust domain the CA signed is accepted.
+    #[arg(long, value_name = "DOMAIN")]
+    trust_domain: Option<String>,
+    /// With --tls-client-ca: serve any node to any certificate of that CA,
+    /// without the SPIFFE check (istiod's PILOT_ENABLE_XDS_IDENTITY_CHECK=false).
+    /// Any proxy holding such a certificate can then read every workload's config.
+    #[arg(long)]
+    tls_any_client_identity: bool,
 }
 
 /// The checked TLS settings of the gRPC port.
 pub struct GrpcTls {
     pub config: ServerTlsConfig,
     client_certificates: bool,
+    identity: Option<IdentityCheck>,
 }
 
 impl GrpcTls {
     /// For the startup line: `grpc listening on ADDR (tls...)`.
-    pub fn describe(&self) -> &'static str {
-        if self.client_certificates {
-            "tls, client certificates required"
-        } else {
-            "tls"
+    pub fn describe(&self) -> String {
+        match (self.client_certificates, &self.identity) {
+            (false, _) => "tls".to_owned(),
+            (true, None) => "tls, client certificates required, any identity".to_owned(),
+            (true, Some(IdentityCheck { trust_domain: None })) => {
+                "tls, client certificates required, SPIFFE ID bound to the node".to_owned()
+            }
+            (true, Some(IdentityCheck { trust_domain: Some(domain) })) => {
+                format!("tls, client certificates required, SPIFFE ID bound to the node, trust domain {domain}")
+            }
         }
+    }
+
+    /// The check each stream's first request goes through, if any.
+    pub fn identity_check(&self) -> Option<IdentityCheck> {
+        self.identity.clone()
     }
 }
 
 /// `None` without TLS flags (plaintext); otherwise the checked settings, or
 /// an error naming the flag and the file at fault.
 pub fn load(args: &TlsArgs) -> Result<Option<GrpcTls>, String> {
+    let identity = identity_check(args)?;
     let (cert_path, key_path) = match (&args.tls_cert, &args.tls_key, &args.tls_client_ca) {
         (None, None, None) => return Ok(None),
         (Some(cert), Some(key), _) => (cert.as_path(), key.as_path()),
@@ -84,7 +115,27 @@ pub fn load(args: &TlsArgs) -> Result<Option<GrpcTls>, String> {
         check_client_ca(&provider, ca_path, &ca_pem)?;
         config = config.client_ca_root(Certificate::from_pem(ca_pem));
     }
-    Ok(Some(GrpcTls { config, client_certificates: args.tls_client_ca.is_some() }))
+    Ok(Some(GrpcTls { config, client_certificates: args.tls_client_ca.is_some(), identity }))
+}
+
+/// The SPIFFE binding of client certificates to nodes: on with
+/// --tls-client-ca unless --tls-any-client-identity.
+fn identity_check(args: &TlsArgs) -> Result<Option<IdentityCheck>, String> {
+    let domain = args.trust_domain.as_deref();
+    match (&args.tls_client_ca, args.tls_any_client_identity, domain) {
+        (None, true, _) => Err("--tls-any-client-identity needs --tls-client-ca (it relaxes the client check)".into()),
+        (None, false, Some(_)) => Err("--trust-domain needs --tls-client-ca (client certificates name it)".into()),
+        (Some(_), true, Some(_)) => {
+            Err("--trust-domain and --tls-any-client-identity contradict each other: the first checks identities, \
+                 the second turns the check off"
+                .into())
+        }
+        (Some(_), false, Some(d)) if d.is_empty() || d.contains(['/', ' ']) => {
+            Err(format!("--trust-domain {d:?} is not a trust domain (a name like cluster.local)"))
+        }
+        (Some(_), false, _) => Ok(Some(IdentityCheck { trust_domain: domain.map(str::to_owned) })),
+        (_, _, None) => Ok(None),
+    }
 }
 
 fn read(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
@@ -189,6 +240,7 @@ mod tests {
                 tls_cert: cert.map(|n| self.path(n)),
                 tls_key: key.map(|n| self.path(n)),
                 tls_client_ca: ca.map(|n| self.path(n)),
+                ..TlsArgs::default()
             }
         }
 
@@ -211,8 +263,35 @@ mod tests {
         let tls = load(&files.args(Some("cert.pem"), Some("key.pem"), None)).unwrap().unwrap();
         assert_eq!(tls.describe(), "tls");
         let mtls = load(&files.args(Some("cert.pem"), Some("key.pem"), Some("ca.pem"))).unwrap().unwrap();
-        assert_eq!(mtls.describe(), "tls, client certificates required");
+        assert_eq!(mtls.describe(), "tls, client certificates required, SPIFFE ID bound to the node");
+        assert!(mtls.identity_check().is_some(), "mTLS binds identities by default");
         assert!(tonic::transport::Server::builder().tls_config(mtls.config).is_ok(), "tonic takes what load checked");
+    }
+
+    #[test]
+    fn the_identity_check_follows_its_flags() {
+        let files = Files::new();
+        let mtls = |trust_domain: Option<&str>, any: bool| TlsArgs {
+            trust_domain: trust_domain.map(str::to_owned),
+            tls_any_client_identity: any,
+            ..files.args(Some("cert.pem"), Some("key.pem"), Some("ca.pem"))
+        };
+        let strict = load(&mtls(Some("cluster.local"), false)).unwrap().unwrap();
+        assert_eq!(strict.identity_check().unwrap().trust_domain.as_deref(), Some("cluster.local"));
+        assert!(strict.describe().ends_with("bound to the node, trust domain cluster.local"), "{}", strict.describe());
+        let any = load(&mtls(None, true)).unwrap().unwrap();
+        assert!(any.identity_check().is_none());
+        assert_eq!(any.describe(), "tls, client certificates required, any identity");
+        let error = |args: TlsArgs| load(&args).err().unwrap();
+        assert!(error(mtls(Some("cluster.local"), true)).contains("contradict each other"));
+        assert!(error(mtls(Some("a/b"), false)).starts_with("--trust-domain \"a/b\" is not a trust domain"));
+        let tls_only = |trust_domain: Option<&str>, any: bool| TlsArgs {
+            trust_domain: trust_domain.map(str::to_owned),
+            tls_any_client_identity: any,
+            ..files.args(Some("cert.pem"), Some("key.pem"), None)
+        };
+        assert!(error(tls_only(Some("cluster.local"), false)).starts_with("--trust-domain needs --tls-client-ca"));
+        assert!(error(tls_only(None, true)).starts_with("--tls-any-client-identity needs --tls-client-ca"));
     }
 
     #[test]
