@@ -154,7 +154,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let (publish, generation) = watch::channel(Generation::first());
     let (stop, stopped) = watch::channel(false);
     let cache = Cache::new(LiveConfig::new(), modules);
-    let shared = Arc::new(Shared::new(cache, generation, stopped.clone(), args.max_streams));
+    let identity_check = tls.as_ref().and_then(GrpcTls::identity_check);
+    let shared =
+        Arc::new(Shared::new(cache, generation, stopped.clone(), args.max_streams).with_identity_check(identity_check));
 
     let grpc = TcpListener::bind(args.grpc).await.map_err(|e| format!("binding --grpc {}: {e}", args.grpc))?;
     let admin_listener =
