@@ -1,8 +1,11 @@
 # Switchyard: the verbs. `make run` and `make test` are the two a user needs;
 # both run `setup` first, which installs whatever this machine lacks.
-.PHONY: setup build build-wasm build-native lint test test-native test-wasm run run-compose images manifests bench bench-quick clean help
+.PHONY: setup build build-wasm build-native lint test test-native test-wasm test-fuzz fuzz run run-compose images manifests bench bench-quick clean help
 
 CARGO ?= cargo
+# make fuzz: seconds per fuzz target (make test runs each for FUZZ_SMOKE_SECONDS).
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 30
 
 help:
 	@echo "make run     the bookinfo mesh on loopback: gateways, sidecars, two xds-ext replicas (Istio YAML over ECDS)"
@@ -13,6 +16,7 @@ help:
 	@echo "make run-compose  the docker-compose mesh: gateways, sidecars, two xds-ext replicas (docs/compose.md)"
 	@echo "make images  build the docker-compose mesh's images locally (no registry), tags in examples/compose/.env"
 	@echo "make bench   the bench harness, full (~20 min; not part of make test); make bench-quick: < 3 min"
+	@echo "make fuzz    each cargo-fuzz target (fuzz/) for FUZZ_SECONDS (default 300); make test runs each for 30 s"
 	@echo "make clean   remove build output (keeps .venv and .tools)"
 
 setup:
@@ -31,7 +35,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
 
-test: build lint test-native test-wasm
+test: build lint test-native test-wasm test-fuzz
 
 test-native:
 	$(CARGO) test --workspace
@@ -40,6 +44,14 @@ test-native:
 # wasm-bindgen-test-runner under Node: the code the filters actually ship.
 test-wasm:
 	@scripts/test-wasm.sh
+
+# Each fuzz target for a short while, so they keep building and the seeds
+# keep passing (docs/security.md); `make fuzz` is the long, optimized run.
+test-fuzz:
+	@FUZZ_PROFILE=dev scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
+
+fuzz: setup
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
 
 run: build
 	@scripts/run.sh

@@ -99,4 +99,14 @@ if [ -n "$wbg_version" ]; then
     step "wasm-bindgen-test-runner $wbg_version"
 fi
 
+# --- cargo-fuzz (make fuzz; make test runs each fuzz target briefly) -------
+# libFuzzer comes with the targets (libfuzzer-sys); cargo-fuzz only builds
+# them with the sanitizer flags, on the rustup toolchain (RUSTC_BOOTSTRAP=1).
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(.tools/bin/cargo-fuzz --version 2>/dev/null | awk '{print $2}')" != "$CARGO_FUZZ_VERSION" ]; then
+    step "cargo install cargo-fuzz@$CARGO_FUZZ_VERSION into .tools (about 1 minute, once)"
+    cargo install -q --root .tools cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+fi
+step "cargo-fuzz $CARGO_FUZZ_VERSION"
+
 step "setup complete"
