@@ -7,7 +7,9 @@
 //!
 //! Query knobs: `delay_ms=N` (sleep before answering), `status=N` (answer
 //! with that status), `fail_times=N&fail_key=K` (the first N requests carrying
-//! key K answer 503, later ones answer normally).
+//! key K answer 503, later ones answer normally). [`EchoOptions::status`] and
+//! [`EchoOptions::body`] make a server answer one status or one fixed body
+//! to everything (a v2 that fails, two versions that answer alike).
 //!
 //! Calls ([`EchoOptions::calls`]): before answering, the server GETs each
 //! URL in order, as bookinfo's productpage calls details and reviews,
@@ -113,6 +115,10 @@ pub struct EchoOptions {
     /// outbound listener) with each URL's authority as `Host`, the way a
     /// pod's iptables hand its traffic to Envoy. `None`: to the URL's host.
     pub via: Option<String>,
+    /// Answer with this status (a `status=N` query still wins).
+    pub status: Option<u16>,
+    /// Answer with this body instead of the JSON echo.
+    pub body: Option<String>,
 }
 
 /// One request as the echo server received it.
@@ -154,6 +160,8 @@ struct State {
     version: String,
     calls: Vec<String>,
     via: Option<String>,
+    status: Option<u16>,
+    body: Option<String>,
     client: reqwest::Client,
     received: Mutex<Vec<ReceivedRequest>>,
     failures: Mutex<HashMap<String, u64>>,
@@ -196,6 +204,8 @@ impl EchoServer {
             version: options.version,
             calls: options.calls,
             via: options.via,
+            status: options.status,
+            body: options.body,
             client,
             received: Mutex::new(Vec::new()),
             failures: Mutex::new(HashMap::new()),
@@ -372,6 +382,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         .and_then(|v| v.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .filter(|s| !s.is_informational())
+        .or_else(|| state.status.and_then(|s| StatusCode::from_u16(s).ok()))
         .unwrap_or(StatusCode::OK);
     if let Some(times) = params.get("fail_times").and_then(|v| v.parse::<u64>().ok()) {
         let key = params.get("fail_key").copied().unwrap_or(path.as_str()).to_string();
@@ -395,7 +406,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         body: String::from_utf8_lossy(&body).into_owned(),
         calls,
     };
-    let json = serde_json::to_vec(&echo).unwrap_or_default();
+    let json = match &state.body {
+        Some(body) => body.clone().into_bytes(),
+        None => serde_json::to_vec(&echo).unwrap_or_default(),
+    };
     let mut resp = Response::new(Full::new(Bytes::from(json)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

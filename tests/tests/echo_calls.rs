@@ -7,7 +7,7 @@ use std::time::Duration;
 use switchyard_tests::{http_client, CallReport, EchoOptions, EchoResponse, EchoServer};
 
 async fn echo(service: &str, version: &str, calls: Vec<String>, via: Option<String>) -> EchoServer {
-    let options = EchoOptions { service: service.into(), version: version.into(), calls, via };
+    let options = EchoOptions { service: service.into(), version: version.into(), calls, via, ..Default::default() };
     EchoServer::bind_with("127.0.0.1:0", options).await.unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -17,6 +17,7 @@ use switchyard_policy::Request;
 
 use crate::mirror::Shadow;
 use crate::root::{now_nanos, Shared};
+use crate::shadows::Shadows;
 
 #[derive(Clone, Copy)]
 struct Stats {
@@ -150,8 +151,9 @@ impl Delays {
     }
 
     /// Resumes, or aborts, every request whose deadline has passed, leaving
-    /// the effective context on the last one.
-    pub fn resume_due(&self, now: u128) {
+    /// the effective context on the last one. A resumed request's shadow
+    /// copy goes to `shadows`' queue.
+    pub fn resume_due(&self, now: u128, shadows: &Shadows) {
         loop {
             let due = {
                 let mut heap = self.heap.borrow_mut();
@@ -171,7 +173,7 @@ impl Delays {
                 Some((abort, counter)) => send_abort(counter, abort),
                 None => {
                     if let Some(shadow) = &due.shadow {
-                        Shadow::release(shadow, due.context_id);
+                        Shadow::release(shadow, shadows);
                     }
                     calls::resume_request();
                 }

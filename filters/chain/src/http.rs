@@ -13,7 +13,7 @@ use switchyard_host::RequestHeaders;
 use switchyard_policy::Request;
 
 use crate::fault::{Faulted, Held};
-use crate::mirror::Shadow;
+use crate::mirror::{primary_body, primary_done, primary_ended, primary_headers, PairRef, Shadow};
 use crate::module::Module;
 use crate::root::{Shared, Stages};
 use crate::routing::Routed;
@@ -32,6 +32,8 @@ pub(crate) struct ChainHttp<M> {
     /// Whether the body is being buffered (a delay paused it).
     buffering: bool,
     shadow: Option<Rc<RefCell<Shadow>>>,
+    /// The shadow's comparisons, fed the primary's response.
+    pairs: Vec<PairRef>,
     module: PhantomData<M>,
 }
 
@@ -47,6 +49,7 @@ impl<M: Module> ChainHttp<M> {
             waiting: Rc::new(Cell::new(false)),
             buffering: false,
             shadow: None,
+            pairs: Vec::new(),
             module: PhantomData,
         }
     }
@@ -83,9 +86,10 @@ impl<M: Module> HttpContext for ChainHttp<M> {
         // The mirror decides before the fault stage so that a delay can hold
         // the copy back with the request; an abort drops it unsent.
         let shadow = if M::MIRROR {
-            stages.mirror.as_ref().and_then(|mirror| {
-                mirror.on_request(&headers, &mut request, shared.rng.next_u64(), routed, shared.root_context_id)
-            })
+            stages
+                .mirror
+                .as_ref()
+                .and_then(|mirror| mirror.on_request(&headers, &mut request, shared.rng.next_u64(), routed))
         } else {
             None
         };
@@ -99,13 +103,13 @@ impl<M: Module> HttpContext for ChainHttp<M> {
                     Faulted::Delayed => {
                         if let Some(shadow) = &shadow {
                             Shadow::hold(shadow);
-                        }
-                        self.shadow = shadow;
-                        if end_of_stream {
-                            if let Some(shadow) = &self.shadow {
-                                Shadow::headers_complete(shadow, self.context_id);
+                            self.pairs = Shadow::pairs(shadow);
+                            if end_of_stream {
+                                // Held: it goes out when the delay ends.
+                                Shadow::headers_complete(shadow, &shared.shadows);
                             }
                         }
+                        self.shadow = shadow;
                         return Action::Pause;
                     }
                     Faulted::No => {}
@@ -113,8 +117,9 @@ impl<M: Module> HttpContext for ChainHttp<M> {
             }
         }
         if let Some(shadow) = &shadow {
-            if end_of_stream {
-                Shadow::headers_complete(shadow, self.context_id);
+            self.pairs = Shadow::pairs(shadow);
+            if end_of_stream && Shadow::headers_complete(shadow, &shared.shadows) {
+                shared.wake_soon(self.context_id);
             }
         }
         self.shadow = shadow;
@@ -127,7 +132,9 @@ impl<M: Module> HttpContext for ChainHttp<M> {
         let waiting = M::FAULT && self.waiting.get();
         if M::MIRROR {
             if let Some(shadow) = &self.shadow {
-                Shadow::body(shadow, body_size, self.buffering, end_of_stream, self.context_id);
+                if Shadow::body(shadow, body_size, self.buffering, end_of_stream, &self.shared.shadows) {
+                    self.shared.wake_soon(self.context_id);
+                }
             }
         }
         if waiting {
@@ -138,7 +145,12 @@ impl<M: Module> HttpContext for ChainHttp<M> {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // Before routing's header operations: the comparison sees the
+        // response as the upstream sent it, as it sees the shadow's.
+        if M::MIRROR && !self.pairs.is_empty() {
+            primary_headers(&self.pairs, end_of_stream, &self.shared.shadows);
+        }
         if M::ROUTING {
             if let (Some(ops), Some(routing)) = (self.response_ops, &self.stages.routing) {
                 routing.on_response(ops);
@@ -147,9 +159,26 @@ impl<M: Module> HttpContext for ChainHttp<M> {
         Action::Continue
     }
 
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if M::MIRROR && !self.pairs.is_empty() {
+            primary_body(&self.pairs, body_size, end_of_stream, &self.shared.shadows);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if M::MIRROR && !self.pairs.is_empty() {
+            primary_done(&self.pairs, &self.shared.shadows);
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         if let Some(held) = self.held.take() {
             self.shared.delays.release(held);
+        }
+        if M::MIRROR && !self.pairs.is_empty() {
+            primary_ended(&self.pairs, &self.shared.shadows);
         }
     }
 }

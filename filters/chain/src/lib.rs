@@ -18,6 +18,7 @@ mod mirror;
 mod module;
 mod root;
 mod routing;
+mod shadows;
 mod tls;
 
 pub use module::{Combined, EgressOnly, FaultOnly, MirrorOnly, Module, RoutingOnly};

@@ -1,7 +1,8 @@
 //! The root context: one per plugin config per worker VM. It compiles the
 //! config into stages, creates the per-request contexts, and owns the one
 //! timer Envoy gives it: the tick resumes delayed requests at their
-//! deadlines and flushes the counters.
+//! deadlines, sends queued shadow copies and expires those in flight, and
+//! flushes the counters. Shadows' answers come to it (`shadows.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
@@ -20,6 +21,7 @@ use crate::http::ChainHttp;
 use crate::mirror::MirrorStage;
 use crate::module::Module;
 use crate::routing::RoutingStage;
+use crate::shadows::Shadows;
 use crate::tls::{EgressTls, TlsStats};
 
 const TLS_ROOT_ID: &str = "egress-tls";
@@ -51,6 +53,7 @@ pub(crate) struct Shared {
     pub rng: Rng,
     pub root_context_id: u32,
     pub delays: Delays,
+    pub shadows: Shadows,
     timer: Timer,
 }
 
@@ -65,6 +68,13 @@ impl Shared {
             self.timer.arm(at, now);
         }
         calls::set_effective_context(context_id);
+    }
+
+    /// Makes the tick come at once (in 1 ms, Envoy's granularity) to send
+    /// the shadow copies just queued.
+    pub fn wake_soon(&self, context_id: u32) {
+        let now = now_nanos(calls::current_time());
+        self.wake_by(now, now, context_id);
     }
 }
 
@@ -134,6 +144,7 @@ impl<M: Module> ChainRoot<M> {
                     rng: Rng::from_host_time(self.context_id),
                     root_context_id: self.context_id,
                     delays: Delays::default(),
+                    shadows: Shadows::default(),
                     timer: Timer { wake_at: Cell::new(u128::MAX), period: Cell::new(Duration::ZERO) },
                 });
                 shared.timer.arm(now + FLUSH_PERIOD.as_nanos(), now);
@@ -145,7 +156,15 @@ impl<M: Module> ChainRoot<M> {
     }
 }
 
-impl<M: Module> Context for ChainRoot<M> {}
+impl<M: Module> Context for ChainRoot<M> {
+    /// A shadow's answer: every shadow is sent from this root's tick, so
+    /// the SDK hands each answer here, by token.
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let (true, Role::Http(shared)) = (M::MIRROR, &self.role) {
+            shared.shadows.on_response(token_id, num_headers, body_size);
+        }
+    }
+}
 
 impl<M: Module> RootContext for ChainRoot<M> {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -167,16 +186,26 @@ impl<M: Module> RootContext for ChainRoot<M> {
             return;
         };
         if M::FAULT {
-            shared.delays.resume_due(now);
+            shared.delays.resume_due(now, &shared.shadows);
             // Resuming switched the effective context to each request.
             calls::set_effective_context(self.context_id);
+        }
+        if M::MIRROR {
+            // After the delays: a delay that ended released its copy.
+            shared.shadows.dispatch(now);
+            shared.shadows.expire(now);
         }
         if now >= self.next_flush {
             flush_counters();
             self.next_flush = now + FLUSH_PERIOD.as_nanos();
         }
-        let next_deadline = if M::FAULT { shared.delays.next_deadline() } else { None };
-        let next = next_deadline.map_or(self.next_flush, |d| d.min(self.next_flush));
+        let mut next = self.next_flush;
+        if let Some(deadline) = M::FAULT.then(|| shared.delays.next_deadline()).flatten() {
+            next = next.min(deadline);
+        }
+        if let Some(deadline) = M::MIRROR.then(|| shared.shadows.next_deadline(now)).flatten() {
+            next = next.min(deadline);
+        }
         shared.timer.arm(next, now);
     }
 

@@ -89,6 +89,32 @@ pub fn request_body(size: usize) -> Option<Bytes> {
     hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, size).ok().flatten()
 }
 
+/// One response header (the first value), in a response hook.
+pub fn response_header(name: &str) -> Option<Bytes> {
+    counted();
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok().flatten()
+}
+
+/// The response body chunk of this `on_http_response_body`, up to `size`.
+pub fn response_body(size: usize) -> Option<Bytes> {
+    counted();
+    hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpResponseBody, 0, size).ok().flatten()
+}
+
+/// One header of the answer to a dispatched call, in its
+/// `on_http_call_response`; only when the answer has headers (the SDK
+/// aborts the VM on the error the host returns otherwise).
+pub fn call_response_header(name: &str) -> Option<Bytes> {
+    counted();
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name).ok().flatten()
+}
+
+/// The first `size` bytes of the answer to a dispatched call.
+pub fn call_response_body(size: usize) -> Option<Bytes> {
+    counted();
+    hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, size).ok().flatten()
+}
+
 pub fn property(path: &[&str]) -> Option<Bytes> {
     counted();
     hostcalls::get_property(path.to_vec()).ok().flatten()

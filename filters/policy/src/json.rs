@@ -1138,6 +1138,13 @@ mod agrees_with_serde {
         "max_active_faults",
         "mirrors",
         "max_body_bytes",
+        "max_pending",
+        "max_in_flight",
+        "compare",
+        "status",
+        "body_bytes",
+        "log_headers",
+        "log_per_minute",
         "outbound_traffic_policy",
         "hosts",
         "ports",
@@ -1158,7 +1165,7 @@ mod agrees_with_serde {
             (0u32..70_000).prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
             (-100_000i32..100_000).prop_map(|v| Value::from(f64::from(v) / 100.0)),
-            prop::sample::select(vec!["REGISTRY_ONLY", "ALLOW_ANY", "a", "x-b", "0.5s", "5xx"])
+            prop::sample::select(vec!["REGISTRY_ONLY", "ALLOW_ANY", "a", "x-b", "0.5s", "5xx", "exact", "class"])
                 .prop_map(|s| Value::String(s.to_string())),
             "[a-z*.:/{}|0-9\\\\\"-]{0,8}".prop_map(Value::String),
         ];
@@ -1206,6 +1213,11 @@ mod agrees_with_serde {
         r#"{"version": 1, "max_body_bytes": 10, "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
             {"name": "m", "mirrors": [{"destination": {"host": "a", "port": 1}, "percentage": 0.25},
             {"destination": {"host": "b", "port": 2}}]}]}]}"#,
+        r#"{"version": 1, "max_pending": 100, "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            {"name": "m", "mirrors": [{"destination": {"host": "a", "port": 1}, "timeout": "2s", "max_in_flight": 10,
+            "compare": {"status": "class", "headers": ["content-type", "x-v"], "body_bytes": 4096,
+            "log_headers": ["x-v"], "log_per_minute": 5}},
+            {"destination": {"host": "b", "port": 2}, "compare": {"status": {"exact": null}}}]}]}]}"#,
         r#"{"version": 1, "outbound_traffic_policy": "ALLOW_ANY", "hosts": [{"host": "a.com", "ports": [443]},
             {"host": "b.com", "ports": null}], "dry_run": true, "deny_status": 503}"#,
         r#"{"version": 1, "outbound_traffic_policy": {"REGISTRY_ONLY": null}}"#,

@@ -11,6 +11,7 @@
 
 pub mod chain;
 mod cluster_name;
+pub mod compare;
 mod duration;
 pub mod egress;
 mod error;

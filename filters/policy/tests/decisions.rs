@@ -317,6 +317,41 @@ fn mirror_all_traffic_to_v2_and_a_share_to_v3() {
     assert_eq!(shadow_authority("[::1]:80"), "[::1]-shadow:80");
 }
 
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn every_mirror_has_an_index_its_bounds_and_its_comparison() {
+    let json = r#"{"version": 1, "max_pending": 50, "virtual_hosts": [{"name": "reviews", "domains": ["reviews"], "routes": [
+      {"name": "jason", "match": [{"headers": {"end-user": {"exact": "jason"}}}], "mirrors": [
+        {"destination": {"host": "reviews", "subset": "v2", "port": 9080}, "timeout": "250ms", "max_in_flight": 7,
+         "compare": {"status": "class", "headers": ["Content-Type"], "body_bytes": 100}}]},
+      {"name": "all", "mirrors": [
+        {"destination": {"host": "reviews", "subset": "v3", "port": 9080}}]}]}]}"#;
+    let config = match CompiledMirror::from_json(json.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(config.max_pending(), 50);
+    let targets: Vec<_> =
+        config.targets().map(|(rule, t)| (rule.to_string(), t.index(), t.cluster().to_owned())).collect();
+    assert_eq!(
+        targets,
+        vec![
+            ("reviews/jason".to_string(), 0, "outbound|9080|v2|reviews".to_string()),
+            ("reviews/all".to_string(), 1, "outbound|9080|v3|reviews".to_string())
+        ]
+    );
+    let (_, jason) = config.targets().next().unwrap_or_else(|| panic!("no targets"));
+    assert_eq!((jason.timeout_ms(), jason.max_in_flight()), (250, 7));
+    let compare = jason.compare().unwrap_or_else(|| panic!("no compare"));
+    assert_eq!((compare.headers(), compare.body_bytes()), (&["content-type".to_string()][..], 100));
+    let (_, all) = config.targets().nth(1).unwrap_or_else(|| panic!("no second target"));
+    assert_eq!((all.timeout_ms(), all.max_in_flight(), all.compare().is_none()), (5_000, 1024, true));
+    // A request picks the mirror by rule; its target says where its state is.
+    let source = headers(&[(":authority", "reviews"), ("end-user", "jason")]);
+    let MirrorDecision::Mirror(selection) = config.decide(&mut Request::new(&source), 0) else { panic!() };
+    assert_eq!(selection.targets().map(|t| t.index()).collect::<Vec<_>>(), vec![0]);
+}
+
 // ---- egress
 
 fn egress(json: &str) -> CompiledEgress {

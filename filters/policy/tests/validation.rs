@@ -284,6 +284,44 @@ fn mirror_errors_name_the_field() {
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 #[cfg_attr(not(target_arch = "wasm32"), test)]
+fn mirror_bounds_and_compare_errors_name_the_field() {
+    let mirror = |fields: &str| {
+        expect_err(CompiledMirror::from_json(
+            format!(
+                r#"{{"version": 1, "virtual_hosts": [{{"name": "v", "domains": ["*"], "routes": [{{"name": "m",
+                "mirrors": [{{"destination": {{"host": "a", "port": 1}}{fields}}}]}}]}}]}}"#
+            )
+            .as_bytes(),
+        ))
+    };
+    let at = "virtual_hosts[0].routes[0].mirrors[0]";
+    assert_eq!(mirror(r#", "timeout": "0s""#), format!("{at}.timeout: duration \"0s\" must be at least 1ms"));
+    assert_eq!(
+        mirror(r#", "timeout": "2h""#),
+        format!("{at}.timeout: 7200000 ms is above the limit of 3600000 ms (1h)")
+    );
+    assert_eq!(
+        mirror(r#", "max_in_flight": 0"#),
+        format!("{at}.max_in_flight: must be at least 1 (percentage 0 turns a mirror off)")
+    );
+    assert_eq!(
+        mirror(r#", "compare": {"status": "near"}"#),
+        format!("{at}.compare.status: unknown variant `near`, expected one of `exact`, `class` at line 2 column 98")
+    );
+    assert_eq!(
+        mirror(r#", "compare": {"headers": ["x-a"], "log_headers": ["x-b"]}"#),
+        format!(
+            "{at}.compare.log_headers[0]: \"x-b\" is not in headers: a log line shows values of compared headers only"
+        )
+    );
+    assert_eq!(
+        expect_err(CompiledMirror::from_json(br#"{"version": 1, "max_pending": 0, "virtual_hosts": []}"#)),
+        "max_pending: must be at least 1 (percentage 0 turns a mirror off)"
+    );
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
 fn egress_errors_name_the_field() {
     let egress = |rest: &str| {
         expect_err(CompiledEgress::from_json(

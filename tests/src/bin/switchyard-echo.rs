@@ -36,8 +36,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let options =
-        EchoOptions { service: args.service.clone(), version: args.version.clone(), calls: args.calls, via: args.via };
+    let options = EchoOptions {
+        service: args.service.clone(),
+        version: args.version.clone(),
+        calls: args.calls,
+        via: args.via,
+        ..Default::default()
+    };
     let server = match EchoServer::bind_with(args.listen.as_str(), options).await {
         Ok(s) => s,
         Err(e) => {
