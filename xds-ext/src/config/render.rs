@@ -161,6 +161,7 @@ pub fn empty_configs() -> Configs {
             version: CONFIG_VERSION,
             cluster_name_template: None,
             max_body_bytes: None,
+            max_pending: None,
             virtual_hosts: vec![],
         },
         egress: EgressConfig {
@@ -995,15 +996,26 @@ fn build(plans: &[VhostPlan<'_>], resolve_at: &mut ResolveAt<'_>) -> Built {
                     built.mirror_fillers.insert(id.clone());
                     filler_mirror
                         .iter()
-                        .map(|d| MirrorPolicyConfig { destination: d.clone(), percentage: Some(0.0) })
+                        .map(|d| MirrorPolicyConfig {
+                            destination: d.clone(),
+                            percentage: Some(0.0),
+                            timeout: None,
+                            max_in_flight: None,
+                            compare: None,
+                        })
                         .collect()
                 } else {
                     r.rule
                         .mirrors
                         .iter()
                         .filter_map(|m| {
-                            resolve(r.doc, &m.destination)
-                                .map(|destination| MirrorPolicyConfig { destination, percentage: m.percentage })
+                            resolve(r.doc, &m.destination).map(|destination| MirrorPolicyConfig {
+                                destination,
+                                percentage: m.percentage,
+                                timeout: None,
+                                max_in_flight: None,
+                                compare: None,
+                            })
                         })
                         .collect()
                 };
