@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use switchyard_tests::bootstrap::{
-    bootstrap, http_listener, module_path, route_config, route_to_cluster, static_cluster, wasm_http_filter,
+    admin, bootstrap, ecds_http_filter, http_listener, istio_node, module_path, route_config, route_to_cluster,
+    static_cluster, wasm_http_filter,
 };
+use switchyard_tests::xds_ext::{bookinfo, XdsExt};
 use switchyard_tests::{http_client, EchoOptions, EchoServer, Envoy};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -279,4 +281,58 @@ async fn a_shadow_that_never_answers_is_capped_in_flight_costs_the_primary_nothi
         "p99 mirrored {p99_mirrored:?} / plain {p99_plain:?}; {sent} sent, {skipped} skipped in {elapsed:?}; \
          RSS {rss_before} → {rss_after} KiB"
     );
+}
+
+/// The rollout flow from YAML: `examples/bookinfo`'s TrafficPolicy, served
+/// by a real `xds-ext serve` over ECDS to the mirror filter of an Envoy
+/// that presents itself as a sidecar of `default`; a v2 that answers 500
+/// is counted and logged under the rule and mirror xds-ext named.
+#[tokio::test]
+async fn a_traffic_policy_from_xds_ext_compares_httpbin_v2_with_v1() {
+    const HTTPBIN: &str = "httpbin.default.svc.cluster.local";
+    let v1 = echo("v1", None, "same body").await;
+    let v2 = echo("v2", Some(500), "same body").await;
+    let files =
+        [("httpbin.yaml", bookinfo("httpbin.yaml")), ("compare.yaml", bookinfo("traffic-policy-httpbin-compare.yaml"))];
+    let named: Vec<(&str, &str)> = files.iter().map(|(f, t)| (*f, t.as_str())).collect();
+    let config = XdsExt::config_dir(&named);
+    let xds = XdsExt::start(config.path(), "127.0.0.1:0").await;
+
+    let (v1_cluster, v2_cluster) = (format!("outbound|8000|v1|{HTTPBIN}"), format!("outbound|8000|v2|{HTTPBIN}"));
+    let listener = http_listener(
+        "main",
+        route_config(vec![route_to_cluster(&v1_cluster)]),
+        vec![ecds_http_filter("switchyard.mirror", "xds-ext")],
+    );
+    let clusters = vec![
+        static_cluster("xds-ext", xds.grpc_port, true),
+        static_cluster(&v1_cluster, v1.port(), false),
+        static_cluster(&v2_cluster, v2.port(), false),
+    ];
+    let sidecar = json!({
+        "node": istio_node("sleep-1", "default", &[("app", "sleep")]),
+        "admin": admin(),
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    });
+    let envoy = match Envoy::start(sidecar).await {
+        Ok(envoy) => envoy,
+        Err(e) => panic!("{e}\n--- xds-ext log ---\n{}", xds.log()),
+    };
+    xds.wait_status("sleep-1", "switchyard.mirror", "SYNCED").await;
+
+    const N: u64 = 4;
+    let client = http_client();
+    for i in 0..N {
+        assert_eq!(get(&envoy, &client, "httpbin:8000", &format!("/anything/{i}")).await, 200);
+    }
+    let counter = |what: &str| format!("{COUNTER}_{what}_total.{HTTPBIN}.v1-compared-with-v2.{v2_cluster}");
+    let stats = wait_for_stats(&envoy, |s| s.get(&counter("compared")).copied().unwrap_or(0) >= N).await;
+    assert_eq!(stats.get(&counter("mismatched_status")).copied(), Some(N), "{stats:?}");
+    assert_eq!(stats.get(&counter("matched")).copied(), Some(0));
+    let log = envoy.log();
+    let line = format!(
+        "switchyard.mirror: mismatch {HTTPBIN}/v1-compared-with-v2 -> {v2_cluster}: /anything/0: primary 200, \
+         shadow 500; differs: status"
+    );
+    assert!(log.contains(&line), "{line}\n{log}");
 }

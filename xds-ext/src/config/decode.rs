@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use switchyard_policy::compare::{CompareConfig, StatusMatch, MAX_COMPARE_BODY_BYTES};
 use switchyard_policy::egress::OutboundTrafficPolicy;
+use switchyard_policy::mirror::MAX_PENDING_LIMIT;
 use switchyard_policy::routing::{
     DirectResponseConfig, RedirectConfig, RegexRewriteConfig, RewriteConfig, StickyConfig,
 };
@@ -263,7 +265,7 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
     rule.retries = obj.take("retries").and_then(|r| retries(r, f));
     rule.headers = obj.take("headers").and_then(|h| headers(h, f));
     rule.fault = obj.take("fault").and_then(|x| fault(x, f));
-    rule.mirrors = mirrors(&mut obj, f);
+    rule.mirrors = mirrors(&mut obj, allow_sticky, f);
     if allow_sticky {
         rule.sticky = obj.take("sticky").and_then(|s| sticky(s, f));
     }
@@ -695,8 +697,12 @@ fn grpc_status(at: At<'_>, f: &mut Findings) -> Option<u32> {
     }
 }
 
-fn mirrors(obj: &mut Obj<'_>, f: &mut Findings) -> Vec<Mirror> {
+/// `mirror` / `mirrors`. A TrafficPolicy's (`switchyard`) `mirrors[]`
+/// entries also take `timeout`, `maxInFlight` and `compare`; a
+/// VirtualService's are warned about (leaving them out changes no answer).
+fn mirrors(obj: &mut Obj<'_>, switchyard: bool, f: &mut Findings) -> Vec<Mirror> {
     let mut out = Vec::new();
+    let single_origin = Origin { line: obj.line(), path: join(&obj.path, "mirror") };
     let single = obj.take("mirror").and_then(|m| destination(m, f));
     let percentage = match (obj.take("mirrorPercentage"), obj.take("mirrorPercent")) {
         (Some(p), deprecated) => {
@@ -712,7 +718,14 @@ fn mirrors(obj: &mut Obj<'_>, f: &mut Findings) -> Vec<Mirror> {
         (None, None) => None,
     };
     if let Some(destination) = single {
-        out.push(Mirror { destination, percentage });
+        out.push(Mirror {
+            destination,
+            percentage,
+            timeout: None,
+            max_in_flight: None,
+            compare: None,
+            origin: single_origin,
+        });
     } else if percentage.is_some() {
         f.warning(obj.line(), &obj.path, "mirrorPercentage without mirror is ignored");
     }
@@ -731,13 +744,46 @@ fn mirrors(obj: &mut Obj<'_>, f: &mut Findings) -> Vec<Mirror> {
                 }
             };
             let percentage = m.take("percentage").and_then(|p| percentage_value(p, f));
+            let (mut timeout, mut max_in_flight, mut compare) = (None, None, None);
+            if switchyard {
+                timeout = m.string("timeout", f);
+                max_in_flight = m.take("maxInFlight").and_then(|n| n.integer::<u32>(f, 1, MAX_PENDING_LIMIT));
+                compare = m.take("compare").and_then(|c| mirror_compare(c, f));
+            } else {
+                let why = "a Switchyard field: put the rule in a TrafficPolicy (switchyard.dev/v1alpha1)";
+                for key in ["timeout", "maxInFlight", "compare"] {
+                    m.unapplied(key, why, f);
+                }
+            }
             m.finish(f);
             if let Some(destination) = destination {
-                out.push(Mirror { destination, percentage });
+                let origin = Origin { line: item.line(), path: item.path.to_string() };
+                out.push(Mirror { destination, percentage, timeout, max_in_flight, compare, origin });
             }
         }
     }
     out
+}
+
+/// A TrafficPolicy mirror's `compare` (docs/mirror-compare.md). Header
+/// names and the log allow-list are checked by the mirror filter's own
+/// validation when the rule is rendered.
+fn mirror_compare(at: At<'_>, f: &mut Findings) -> Option<CompareConfig> {
+    let mut obj = at.object(f)?;
+    let status = obj.take("status").and_then(|s| match s.string(f)?.as_str() {
+        "exact" => Some(StatusMatch::Exact),
+        "class" => Some(StatusMatch::Class),
+        other => {
+            f.error(s.line(), &s.path, format!("status {other:?}: use exact or class"));
+            None
+        }
+    });
+    let headers = obj.strings("headers", f);
+    let body_bytes = obj.take("bodyBytes").and_then(|b| b.integer::<u32>(f, 0, MAX_COMPARE_BODY_BYTES));
+    let log_headers = obj.strings("logHeaders", f);
+    let log_per_minute = obj.take("logPerMinute").and_then(|n| n.integer::<u32>(f, 0, u32::MAX));
+    obj.finish(f);
+    Some(CompareConfig { status, headers, body_bytes, log_headers, log_per_minute })
 }
 
 fn destination_rule(spec: At<'_>, f: &mut Findings) -> Option<DestinationRule> {

@@ -277,14 +277,36 @@ pub fn explain(configs: &Configs, request: &RequestSpec, random: u64) -> Result<
                     .find(|v| v.name == selection.virtual_host)
                     .and_then(|v| v.routes.iter().find(|r| r.name == selection.rule));
                 let chosen: Vec<&str> = selection.clusters().collect();
+                // The rule's mirrors as compiled: their bounds and comparison
+                // with the defaults filled in.
+                let compiled: Vec<_> = mirror
+                    .targets()
+                    .filter(|(rule, _)| rule.virtual_host == selection.virtual_host && rule.rule == selection.rule)
+                    .map(|(_, target)| target)
+                    .collect();
                 let all: Vec<String> = route
                     .map(|r| {
                         r.mirrors
                             .iter()
-                            .map(|m| {
+                            .enumerate()
+                            .map(|(k, m)| {
                                 let cluster = cluster_name(&m.destination);
                                 let drawn = if chosen.contains(&cluster.as_str()) { "copied" } else { "not drawn" };
-                                format!("{cluster} at {}% ({drawn} with this draw)", m.percentage.unwrap_or(100.0))
+                                let mut text =
+                                    format!("{cluster} at {}% ({drawn} with this draw", m.percentage.unwrap_or(100.0));
+                                if let Some(target) = compiled.get(k) {
+                                    text.push_str(&format!(
+                                        "; timeout {}, at most {} in flight per worker; {}",
+                                        shadow_timeout(target.timeout_ms()),
+                                        target.max_in_flight(),
+                                        match target.compare() {
+                                            Some(compare) => format!("compare: {}", compare.summary()),
+                                            None => "not compared".to_string(),
+                                        }
+                                    ));
+                                }
+                                text.push(')');
+                                text
                             })
                             .collect()
                     })
@@ -308,6 +330,15 @@ pub fn explain(configs: &Configs, request: &RequestSpec, random: u64) -> Result<
         mirror: mirror_text,
         combined,
     })
+}
+
+/// `2s`, `250ms`.
+fn shadow_timeout(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 /// `switchyard.http: egress → routing (left out: fault: no fault rules; mirror: no mirror rules)`.

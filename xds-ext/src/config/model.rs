@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use switchyard_policy::compare::CompareConfig;
 use switchyard_policy::egress::OutboundTrafficPolicy;
 use switchyard_policy::routing::{DirectResponseConfig, RedirectConfig, RewriteConfig, StickyConfig};
 use switchyard_policy::{HeadersConfig, HttpMatchRequest, RetriesConfig};
@@ -180,6 +181,13 @@ pub struct Mirror {
     pub destination: DestinationRef,
     /// `None`: 100 %.
     pub percentage: Option<f64>,
+    /// A TrafficPolicy's `mirrors[]` only (Switchyard's fields): the shadow
+    /// timeout, the per-worker in-flight cap and the comparison, checked
+    /// when rendered. `origin` is the entry's place, for their problems.
+    pub timeout: Option<String>,
+    pub max_in_flight: Option<u32>,
+    pub compare: Option<CompareConfig>,
+    pub origin: Origin,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

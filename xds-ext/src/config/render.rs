@@ -1012,9 +1012,9 @@ fn build(plans: &[VhostPlan<'_>], resolve_at: &mut ResolveAt<'_>) -> Built {
                             resolve(r.doc, &m.destination).map(|destination| MirrorPolicyConfig {
                                 destination,
                                 percentage: m.percentage,
-                                timeout: None,
-                                max_in_flight: None,
-                                compare: None,
+                                timeout: m.timeout.clone(),
+                                max_in_flight: m.max_in_flight,
+                                compare: m.compare.clone(),
                             })
                         })
                         .collect()
@@ -1172,7 +1172,11 @@ fn locate<'p, 'a>(
             }
         }
         Filter::Mirror => match rest.strip_prefix(".mirrors[").and_then(|r| r.split_once(']')) {
-            Some((k, _)) => match k.parse::<usize>().ok().and_then(|k| rule.rule.mirrors.get(k)) {
+            Some((k, tail)) => match k.parse::<usize>().ok().and_then(|k| rule.rule.mirrors.get(k)) {
+                // A TrafficPolicy mirror's own fields (`.compare.log_headers[0]`).
+                Some(m) if !tail.is_empty() && !tail.starts_with(".destination") => {
+                    format!("{}{}", m.origin.path, camel(tail))
+                }
                 Some(m) => m.destination.origin.path.clone(),
                 None => base,
             },
