@@ -411,8 +411,12 @@ impl LogBudget {
 mod tests {
     use super::*;
 
-    fn spec(json: &str) -> CompiledCompare {
-        let config: CompareConfig = serde_json::from_str(json).unwrap();
+    fn config(status: Option<StatusMatch>, headers: &[&str], body_bytes: Option<u32>, log: &[&str]) -> CompareConfig {
+        let names = |list: &[&str]| list.iter().map(|h| h.to_string()).collect();
+        CompareConfig { status, headers: names(headers), body_bytes, log_headers: names(log), log_per_minute: None }
+    }
+
+    fn spec(config: CompareConfig) -> CompiledCompare {
         CompiledCompare::compile(&config, &Path::root()).unwrap()
     }
 
@@ -428,10 +432,11 @@ mod tests {
         a
     }
 
-    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn status_exact_or_by_class() {
-        let exact = spec("{}");
-        let class = spec(r#"{"status": "class"}"#);
+        let exact = spec(CompareConfig::default());
+        let class = spec(config(Some(StatusMatch::Class), &[], None, &[]));
         for (s, a, b, same) in [(&exact, 200, 200, true), (&exact, 200, 201, false), (&class, 200, 204, true)] {
             let v = s.verdict(&answer(s, a, &[], &[]), &answer(s, b, &[], &[]));
             assert_eq!(v == Verdict::Matched, same, "{a} vs {b}");
@@ -443,21 +448,23 @@ mod tests {
         assert_eq!(m.reason, MismatchReason::Status);
     }
 
-    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn the_body_counts_up_to_the_bound_whatever_the_chunks() {
-        let s = spec(r#"{"body_bytes": 5}"#);
+        let s = spec(config(None, &[], Some(5), &[]));
         let primary = answer(&s, 200, &[], &["hel", "lo world"]);
         assert_eq!(s.verdict(&primary, &answer(&s, 200, &[], &["hello there"])), Verdict::Matched);
         let Verdict::Mismatched(m) = s.verdict(&primary, &answer(&s, 200, &[], &["help"])) else { panic!() };
         assert_eq!(m.reason, MismatchReason::Body);
         // Bodies are not compared without body_bytes.
-        let s = spec("{}");
+        let s = spec(CompareConfig::default());
         assert_eq!(s.verdict(&answer(&s, 200, &[], &["a"]), &answer(&s, 200, &[], &["b"])), Verdict::Matched);
     }
 
-    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn a_log_line_shows_values_of_allow_listed_headers_only() {
-        let s = spec(r#"{"headers": ["X-Token", "content-type"], "log_headers": ["content-type"], "body_bytes": 4}"#);
+        let s = spec(config(None, &["X-Token", "content-type"], Some(4), &["content-type"]));
         let p = answer(&s, 200, &[Some("secret-1"), Some("text/plain")], &["abcd"]);
         let q = answer(&s, 500, &[Some("secret-2"), None], &["abce"]);
         let Verdict::Mismatched(m) = s.verdict(&p, &q) else { panic!() };
@@ -471,29 +478,28 @@ mod tests {
         assert!(!line.contains("secret") && !line.contains("abc"), "{line}");
     }
 
-    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn bad_compare_configs_name_the_field() {
-        let err = |json: &str| {
-            let config: CompareConfig = serde_json::from_str(json).unwrap();
+        let err = |config: CompareConfig| {
             CompiledCompare::compile(&config, &Path::root().field("compare")).unwrap_err().to_string()
         };
+        let headers = |names: &[&str]| config(None, names, None, &[]);
+        assert_eq!(err(headers(&["a", "A"])), "compare.headers[1]: header \"A\" is already listed at headers[0]");
+        assert_eq!(err(headers(&["a b"])), "compare.headers[0]: invalid header name \"a b\"");
+        assert!(err(headers(&[":status"])).starts_with("compare.headers[0]: \":status\" is a pseudo-header"));
         assert_eq!(
-            err(r#"{"headers": ["a", "A"]}"#),
-            "compare.headers[1]: header \"A\" is already listed at headers[0]"
-        );
-        assert_eq!(err(r#"{"headers": ["a b"]}"#), "compare.headers[0]: invalid header name \"a b\"");
-        assert!(err(r#"{"headers": [":status"]}"#).starts_with("compare.headers[0]: \":status\" is a pseudo-header"));
-        assert_eq!(
-            err(r#"{"headers": ["a"], "log_headers": ["b"]}"#),
+            err(config(None, &["a"], None, &["b"])),
             "compare.log_headers[0]: \"b\" is not in headers: a log line shows values of compared headers only"
         );
         assert_eq!(
-            err(r#"{"body_bytes": 4194305}"#),
+            err(config(None, &[], Some(4_194_305), &[])),
             "compare.body_bytes: 4194305 is above the limit of 4194304 bytes"
         );
     }
 
-    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn log_lines_are_limited_per_minute_and_say_how_many_were_held_back() {
         let mut budget = LogBudget::default();
         let minute = LOG_WINDOW_NANOS;
@@ -506,7 +512,8 @@ mod tests {
         assert_eq!(budget.allow(0, t0 + 3 * minute), None);
     }
 
-    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn logged_paths_lose_their_query_and_control_characters() {
         assert_eq!(log_path("/a/b"), "/a/b");
         assert_eq!(log_path("/a?x=1"), "/a?…");
