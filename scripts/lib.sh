@@ -35,16 +35,17 @@ wasm_bindgen_lock_version() {
 # Run cargo for the wasm32 target: rustup's target when installed, otherwise
 # Debian's version-matched compiler building std from source (TOOLCHAIN.md).
 # A separate target dir keeps the two compilers from invalidating each
-# other's native build artefacts.
+# other's native build artefacts; WASM_TARGET_DIR picks another one (the
+# bench's counting builds must not overwrite the modules make build copies).
 wasm_cargo() {
     if wasm_mode_rustup; then
-        CARGO_TARGET_DIR=target/wasm cargo "$@" --target wasm32-unknown-unknown
+        CARGO_TARGET_DIR=${WASM_TARGET_DIR:-target/wasm} cargo "$@" --target wasm32-unknown-unknown
     else
         local lld_dir
         lld_dir=$(find_rust_lld_dir) || die "no rust-lld found: run make setup"
         [ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/src/rust/library ] ||
             die "wasm32 target missing and Debian rustc-web/cargo-web/rust-web-src not installed: run make setup"
-        RUSTC_BOOTSTRAP=1 PATH="$lld_dir:/usr/bin:$PATH" CARGO_TARGET_DIR=target/wasm \
+        RUSTC_BOOTSTRAP=1 PATH="$lld_dir:/usr/bin:$PATH" CARGO_TARGET_DIR=${WASM_TARGET_DIR:-target/wasm} \
             RUSTC=/usr/bin/rustc /usr/bin/cargo "$@" -Zbuild-std=std,panic_abort --target wasm32-unknown-unknown
     fi
 }

@@ -35,8 +35,26 @@ pub struct EnvoyProc {
 
 impl Launcher {
     /// Spawns an Envoy without waiting for it (see [`Pending::ready`]).
+    /// `extra` may set `--concurrency` (else 1).
     pub fn spawn(&self, name: &str, bootstrap: &Value, core: Option<usize>, extra: &[String]) -> Result<Pending> {
-        let dir = self.scratch.join(name);
+        self.spawn_wrapped(name, bootstrap, core, &[], extra)
+    }
+
+    /// The directory an Envoy named `name` runs in (bootstrap, logs).
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.scratch.join(name)
+    }
+
+    /// [`Launcher::spawn`], with Envoy run by `wrapper` (e.g. valgrind and its options).
+    pub fn spawn_wrapped(
+        &self,
+        name: &str,
+        bootstrap: &Value,
+        core: Option<usize>,
+        wrapper: &[String],
+        extra: &[String],
+    ) -> Result<Pending> {
+        let dir = self.dir(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let config = dir.join("bootstrap.json");
         std::fs::write(&config, serde_json::to_vec_pretty(bootstrap)?)
@@ -46,19 +64,20 @@ impl Launcher {
         let log = std::fs::File::create(dir.join("envoy.log")).context("creating envoy.log")?;
         let out = std::fs::File::create(dir.join("stdout.log")).context("creating stdout.log")?;
 
-        let mut cmd = match core.filter(|_| self.taskset) {
-            Some(c) => {
-                let mut cmd = Command::new("taskset");
-                cmd.arg("-c").arg(c.to_string()).arg(&self.envoy);
-                cmd
-            }
-            None => Command::new(&self.envoy),
-        };
+        let mut program: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(c) = core.filter(|_| self.taskset) {
+            program.extend(["taskset".into(), "-c".into(), c.to_string().into()]);
+        }
+        program.extend(wrapper.iter().map(Into::into));
+        program.push(self.envoy.clone().into_os_string());
+        let mut cmd = Command::new(&program[0]);
+        cmd.args(&program[1..]);
+        if !extra.iter().any(|a| a == "--concurrency") {
+            cmd.arg("--concurrency").arg("1");
+        }
         cmd.arg("-c")
             .arg(&config)
             .arg("--disable-hot-restart")
-            .arg("--concurrency")
-            .arg("1")
             .arg("-l")
             .arg("warning")
             .arg("--admin-address-path")
@@ -179,6 +198,27 @@ impl EnvoyProc {
     }
     pub fn log_tail(&self, n: usize) -> String {
         log_tail(&self.dir, n)
+    }
+    /// The directory it runs in (its current directory).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The sum of every counter whose name contains `part` (a wasm metric is
+    /// `wasmcustom.<name>`, once per VM that defines it).
+    pub fn stat_sum(&self, part: &str) -> Result<u64> {
+        let (status, body) = self.admin_get(&format!("/stats?format=json&filter={}", regex_escape(part)))?;
+        if status != 200 {
+            bail!("{}: /stats answered {status}", self.name);
+        }
+        let json: Value = serde_json::from_str(&body).context("parsing /stats?format=json")?;
+        Ok(json
+            .get("stats")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.get("name").and_then(Value::as_str).is_some_and(|n| n.contains(part)))
+            .filter_map(|s| s.get("value").and_then(Value::as_u64))
+            .sum())
     }
     /// A counter or gauge from `/stats?format=json` (`None` if absent).
     pub fn stat(&self, name: &str) -> Result<Option<u64>> {

@@ -4,14 +4,21 @@
 //! See `bench/README.md` for what each arm and scenario is and how to read the
 //! report. `make bench` runs the full variant, `make bench-quick` the short one.
 
+mod accesslog;
 mod arms;
+mod callgrind;
+mod client;
 mod envoy;
+mod hostcalls;
 mod load;
+mod overhead;
 mod plot;
 mod profile;
+mod pushes;
 mod report;
 mod stats;
 mod sys;
+mod wasm;
 mod xds;
 
 use std::path::{Path, PathBuf};
@@ -43,9 +50,15 @@ plus SVG plots.
   --delay-concurrency N  requests in flight in the fault delay test (500)
   --out DIR           results directory (bench/results)
   --name NAME         report file stem (default: <date> or <date>-quick)
-  --only PART         run only `main` (the rate scenarios, RSS), `delay` or
-                      `xds` (the xds-ext scale scenario; same as the `xds`
-                      subcommand)
+  --only PART         run only `main` (the rate scenarios, RSS), `delay`,
+                      `hostcalls`, `pushes`, `callgrind` or `xds` (the xds-ext
+                      scale scenario; same as the `xds` subcommand)
+  --host-call-requests N  requests per counting arm (1000; 0: no host-call counts)
+  --pushes N          config pushes on the ECDS arms (100; 0: none)
+  --callgrind ARMS    arms counted under callgrind, comma-separated, `all` or
+                      `none` (full: all; quick: none)
+  --callgrind-requests N  N of the N / N / 2N windows (1000)
+  --callgrind-jobs N  Envoys under valgrind at a time (2)
   --xds-streams LIST  simulated ECDS streams per xds-ext point, comma-separated,
                       or `none` (full: 1000,5000,10000; quick: 1000); `--streams`
                       after `xds`
@@ -86,7 +99,33 @@ pub struct Opts {
     pub max_other_pct: f64,
     pub retries: u32,
     pub xds: xds::XdsOpts,
+    pub host_call_requests: usize,
+    pub pushes: usize,
+    /// Arms to count under callgrind (`all` = every arm of [`CALLGRIND_ARMS`]).
+    pub callgrind: Vec<String>,
+    pub callgrind_requests: usize,
+    pub callgrind_jobs: usize,
 }
+
+/// The arms `--callgrind all` counts.
+const CALLGRIND_ARMS: [&str; 16] = [
+    "plain",
+    "floor",
+    "floor-4",
+    "native-routing",
+    "switchyard-routing",
+    "switchyard-combined-routing",
+    "native-fault",
+    "switchyard-fault",
+    "native-mirror",
+    "switchyard-mirror",
+    "native-egress",
+    "switchyard-egress",
+    "native-chain",
+    "switchyard-chain",
+    "switchyard-combined-x4",
+    "switchyard-combined",
+];
 
 impl Opts {
     fn parse(args: impl Iterator<Item = String>) -> Result<Opts> {
@@ -122,6 +161,11 @@ impl Opts {
                 timeout: Duration::from_secs(30),
                 xds_ext: None,
             },
+            host_call_requests: 1000,
+            pushes: 100,
+            callgrind: if quick { Vec::new() } else { vec!["all".into()] },
+            callgrind_requests: 1000,
+            callgrind_jobs: 2,
         };
         if xds_only {
             o.only = Some("xds".into());
@@ -157,6 +201,24 @@ impl Opts {
                 "--xds-timeout" => o.xds.timeout = secs(&val("--xds-timeout")?)?,
                 "--xds-ext" => o.xds.xds_ext = Some(PathBuf::from(val("--xds-ext")?)),
                 "--report-from" => o.report_from = Some(PathBuf::from(val("--report-from")?)),
+                "--host-call-requests" => {
+                    o.host_call_requests = val("--host-call-requests")?.parse().context("--host-call-requests")?
+                }
+                "--pushes" => o.pushes = val("--pushes")?.parse().context("--pushes")?,
+                "--callgrind" => {
+                    o.callgrind = val("--callgrind")?
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty() && *a != "none")
+                        .map(String::from)
+                        .collect()
+                }
+                "--callgrind-requests" => {
+                    o.callgrind_requests = val("--callgrind-requests")?.parse().context("--callgrind-requests")?
+                }
+                "--callgrind-jobs" => {
+                    o.callgrind_jobs = val("--callgrind-jobs")?.parse().context("--callgrind-jobs")?
+                }
                 "-h" | "--help" => {
                     print!("{USAGE}");
                     std::process::exit(0);
@@ -165,12 +227,18 @@ impl Opts {
             }
         }
         if let Some(only) = &o.only {
-            if only != "main" && only != "delay" && only != "xds" {
-                bail!("--only takes `main`, `delay` or `xds`, not {only:?}");
+            if !["main", "delay", "hostcalls", "pushes", "callgrind", "xds"].contains(&only.as_str()) {
+                bail!("--only takes `main`, `delay`, `hostcalls`, `pushes`, `callgrind` or `xds`, not {only:?}");
+            }
+            if only == "callgrind" && o.callgrind.is_empty() {
+                o.callgrind = vec!["all".into()];
             }
         }
         if o.xds.per_conn == 0 || o.xds.label_sets == 0 || o.xds.streams.contains(&0) {
             bail!("--xds-per-conn, --xds-label-sets and the stream counts must be positive");
+        }
+        if o.callgrind_requests == 0 || o.callgrind_jobs == 0 {
+            bail!("--callgrind-requests and --callgrind-jobs must be positive");
         }
         if o.reps == 0 || o.connections == 0 || o.delay_concurrency == 0 || o.rate <= 0.0 {
             bail!("--reps, --connections, --delay-concurrency and --rate must be positive");
@@ -202,6 +270,9 @@ pub struct Window {
     #[serde(default)]
     pub retried: u32,
     pub load: LoadResult,
+    /// The delay arms: the window's requests as Envoy's access log timed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_delay: Option<accesslog::EnvoyDelay>,
 }
 
 /// A series: the same shape of load over some arms, repeated and interleaved.
@@ -266,6 +337,18 @@ pub struct RunData {
     /// The xds-ext scale scenario: one point per stream count.
     #[serde(default)]
     pub xds: Vec<xds::XdsPoint>,
+    /// Host calls per request of the counting builds.
+    #[serde(default)]
+    pub host_calls: Vec<hostcalls::HostCalls>,
+    /// Instructions per request under callgrind.
+    #[serde(default)]
+    pub instructions: Vec<callgrind::InstrCount>,
+    /// Envoy RSS over config pushes.
+    #[serde(default)]
+    pub pushes: Vec<pushes::PushResult>,
+    /// The floor module's size (`noop.wasm`, not shipped).
+    #[serde(default)]
+    pub floor_bytes: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -334,6 +417,16 @@ fn pin(pid: u32, core: usize) -> Result<()> {
     Ok(())
 }
 
+/// The module file a counted arm loads first (`switchyard-match-10` → `routing.wasm`).
+fn module_of(arm: &str) -> String {
+    let module = match arm.trim_start_matches("switchyard-") {
+        a if a.starts_with("combined") => arms::COMBINED,
+        a if a.starts_with("match") || a.starts_with("chain") => "routing",
+        a => a,
+    };
+    format!("{module}.wasm")
+}
+
 /// One request through an arm, to fail early and clearly on a broken config.
 fn probe(envoy: &EnvoyProc, arm: &Arm) -> Result<()> {
     use std::io::{Read, Write};
@@ -372,8 +465,16 @@ impl Harness {
     /// Starts the arms (concurrently, unpinned so startup is quick), waits for
     /// each, pins it to the Envoy core and sends one probe request through it.
     fn start_arms(&self, arms: &[Arm]) -> Result<Vec<EnvoyProc>> {
-        let pending =
-            arms.iter().map(|a| self.launcher.spawn(&a.name, &a.bootstrap, None, &[])).collect::<Result<Vec<_>>>()?;
+        let pending = arms
+            .iter()
+            .map(|a| {
+                let mut extra = vec!["--concurrency".to_string(), a.workers.to_string()];
+                if a.access_log {
+                    extra.extend(["--file-flush-interval-msec".to_string(), "100".to_string()]);
+                }
+                self.launcher.spawn(&a.name, &a.bootstrap, None, &extra)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut procs = Vec::new();
         for (p, arm) in pending.into_iter().zip(arms) {
             let proc = p.ready(Duration::from_secs(120)).with_context(|| format!("starting arm {}", arm.name))?;
@@ -450,7 +551,9 @@ impl Harness {
         // --retries times; after that the last window is kept as it is.
         let mut empty = 0;
         let mut retried = 0;
+        let log = proc.dir().join(arms::ACCESS_LOG);
         loop {
+            let log_from = accesslog::offset(&log);
             let c0 = sys::cpu(pid)?;
             let j0 = self.envoy_core.and_then(sys::core_jiffies);
             let load = self
@@ -484,6 +587,11 @@ impl Harness {
                     continue;
                 }
             }
+            let envoy_delay = if arm.access_log {
+                Some(accesslog::read(&log, log_from, arms::DELAY_MS as f64 * 1000.0)?)
+            } else {
+                None
+            };
             return Ok(Window {
                 series: series.into(),
                 arm: arm.name.clone(),
@@ -493,6 +601,7 @@ impl Harness {
                 core_other_pct,
                 retried,
                 load,
+                envoy_delay,
             });
         }
     }
@@ -520,11 +629,25 @@ fn run() -> Result<()> {
         find_tool(opts.envoy.clone(), "SWITCHYARD_ENVOY", root.join(".tools/bin/envoy"), "", "run `make setup`")?;
     let oha_bin =
         find_tool(opts.oha.clone(), "OHA", root.join(".tools/bin/oha"), "oha", "run `scripts/bench-setup.sh`")?;
-    let modules = arms::Modules { dir: root.join("target/switchyard") };
+    let mut modules = arms::Modules { dir: root.join("target/switchyard"), floor: None };
     for f in ["routing", "fault", "mirror", "egress"] {
         let p = modules.dir.join(format!("{f}.wasm"));
         if !p.is_file() {
             bail!("{} missing: run `make build`", p.display());
+        }
+    }
+    if !modules.has_combined() {
+        eprintln!("  note: target/switchyard/switchyard.wasm not built: no combined-module arms");
+    }
+    let mut floor_bytes = None;
+    if ["main", "callgrind"].iter().any(|p| opts.only.as_deref().is_none_or(|o| o == *p)) {
+        eprintln!("building the floor module (bench/build-wasm.sh floor) …");
+        match wasm::floor(&root) {
+            Ok((path, bytes)) => {
+                modules.floor = Some(path);
+                floor_bytes = Some(bytes);
+            }
+            Err(e) => eprintln!("  no floor arm: {e:#}"),
         }
     }
 
@@ -588,7 +711,15 @@ fn run() -> Result<()> {
             )?;
         }
         if !opts.quick {
-            let sweep = ["plain", "native-routing", "switchyard-routing", "native-chain", "switchyard-chain"];
+            let sweep = [
+                "plain",
+                "floor",
+                "native-routing",
+                "switchyard-routing",
+                "native-chain",
+                "switchyard-chain",
+                "switchyard-combined",
+            ];
             for rate in [500.0, 2000.0] {
                 let pairs: Vec<(&Arm, &EnvoyProc)> =
                     main_arms.iter().zip(procs.iter()).filter(|(a, _)| sweep.contains(&a.name.as_str())).collect();
@@ -609,7 +740,7 @@ fn run() -> Result<()> {
             )?;
         }
         // The mirror arms must really have mirrored: count what reached v3.
-        for (arm, proc) in main_arms.iter().zip(&procs).filter(|(a, _)| a.name.ends_with("-mirror")) {
+        for (arm, proc) in main_arms.iter().zip(&procs).filter(|(a, _)| arms::mirrors(&a.name)) {
             let shadowed = proc.stat("cluster.outbound|9080|v3|reviews.upstream_rq_total")?.unwrap_or(0);
             let sent: u64 = h.windows.iter().filter(|w| w.arm == arm.name).map(|w| w.load.responses).sum();
             if shadowed < sent {
@@ -619,8 +750,10 @@ fn run() -> Result<()> {
         if opts.profile {
             if profile::available() {
                 eprintln!("profiling one window per scenario arm with perf …");
-                let wanted: Vec<&str> =
-                    std::iter::once("plain").chain(report::SCENARIOS.iter().flat_map(|(_, n, s)| [*n, *s])).collect();
+                let wanted: Vec<&str> = ["plain", "floor"]
+                    .into_iter()
+                    .chain(report::SCENARIOS.iter().flat_map(|(_, n, s)| [*n, *s]))
+                    .collect();
                 for (arm, proc) in main_arms.iter().zip(&procs).filter(|(a, _)| wanted.contains(&a.name.as_str())) {
                     match h.profile(arm, proc, rate_shape, &scratch) {
                         Ok(p) => profiles.push(p),
@@ -667,6 +800,54 @@ fn run() -> Result<()> {
             &pairs,
             Shape::Rate { rate, connections: c * 3 / 2, corrected: false },
         )?;
+    }
+
+    // --- host calls per request (the counting builds) -----------------------
+    let mut host_calls = Vec::new();
+    if part("hostcalls") && opts.host_call_requests > 0 {
+        eprintln!("counting host calls (bench/build-wasm.sh counting) …");
+        match wasm::counting(&root) {
+            Ok(dir) => {
+                let counting = arms::Modules { dir, floor: None };
+                let counted: Vec<Arm> = arms::main_arms(&counting, upstream.port, &[10, 1000])
+                    .into_iter()
+                    .filter(|a| a.name.starts_with("switchyard-") && counting.dir.join(module_of(&a.name)).is_file())
+                    .collect();
+                host_calls = hostcalls::run(&h.launcher, &counted, envoy_core, opts.host_call_requests)?;
+            }
+            Err(e) => eprintln!("  no host-call counts: {e:#}"),
+        }
+    }
+
+    // --- Envoy memory over config pushes ---------------------------------
+    let mut push_results = Vec::new();
+    if part("pushes") && opts.pushes > 0 {
+        eprintln!("{} config pushes per ECDS arm …", opts.pushes);
+        let push_arms = arms::push_arms(&modules, upstream.port, |name| h.launcher.dir(name));
+        push_results = pushes::run(&h.launcher, &push_arms, envoy_core, opts.pushes)?;
+    }
+
+    // --- instructions per request under callgrind --------------------------
+    let mut instructions = Vec::new();
+    if part("callgrind") && !opts.callgrind.is_empty() {
+        if callgrind::available() {
+            let all = opts.callgrind.iter().any(|a| a == "all");
+            let wanted: Vec<Arm> = arms::main_arms(&modules, upstream.port, &[])
+                .into_iter()
+                .filter(
+                    |a| if all { CALLGRIND_ARMS.contains(&a.name.as_str()) } else { opts.callgrind.contains(&a.name) },
+                )
+                .collect();
+            eprintln!(
+                "counting instructions under callgrind: {} arms, {} requests per window, {} at a time …",
+                wanted.len(),
+                opts.callgrind_requests,
+                opts.callgrind_jobs
+            );
+            instructions = callgrind::run(&h.launcher, &wanted, opts.callgrind_requests, opts.callgrind_jobs);
+        } else {
+            eprintln!("valgrind / callgrind_control not installed: no instruction counts (apt-get install valgrind)");
+        }
     }
     drop(upstream);
 
@@ -723,6 +904,10 @@ fn run() -> Result<()> {
         wasm_bytes: arms::wasm_sizes(&modules.dir),
         profiles,
         xds: xds_points,
+        host_calls,
+        instructions,
+        pushes: push_results,
+        floor_bytes,
     };
     let out = opts.out.clone().unwrap_or_else(|| root.join("bench/results"));
     let written = report::write(&data, &out)?;
@@ -775,6 +960,10 @@ fn run_xds_only(opts: &Opts, root: &Path, started_at: Instant, started: String, 
         wasm_bytes: Vec::new(),
         profiles: Vec::new(),
         xds: points,
+        host_calls: Vec::new(),
+        instructions: Vec::new(),
+        pushes: Vec::new(),
+        floor_bytes: None,
     };
     let out = opts.out.clone().unwrap_or_else(|| root.join("bench/results"));
     let written = report::write(&data, &out)?;

@@ -11,12 +11,14 @@ use crate::stats::Spread;
 use crate::{plot, RunData, Window};
 
 /// The arm pairs each rate scenario compares: `(scenario, native arm, switchyard arm)`.
-pub const SCENARIOS: [(&str, &str, &str); 5] = [
+pub const SCENARIOS: [(&str, &str, &str); 7] = [
     ("routing", "native-routing", "switchyard-routing"),
     ("fault (none applied)", "native-fault", "switchyard-fault"),
     ("mirror", "native-mirror", "switchyard-mirror"),
     ("egress", "native-egress", "switchyard-egress"),
     ("chain of four", "native-chain", "switchyard-chain"),
+    ("combined chain (switchyard.wasm)", "native-chain", "switchyard-combined"),
+    ("combined, routing only", "native-routing", "switchyard-combined-routing"),
 ];
 
 /// Latency percentiles the tables show: `(oha key, column title)`.
@@ -90,6 +92,7 @@ struct JsonReport<'a> {
     comparisons: &'a [Comparison],
     delay_accuracy: &'a [DelayAccuracy],
     targets: &'a [Target],
+    targets_issue15: &'a [Target],
 }
 
 pub struct Written {
@@ -99,7 +102,7 @@ pub struct Written {
 }
 
 /// Values of `f` for `arm` in `series`, indexed by repetition (NaN where missing).
-fn per_rep(data: &RunData, series: &str, arm: &str, f: impl Fn(&Window) -> f64) -> Vec<f64> {
+pub(crate) fn per_rep(data: &RunData, series: &str, arm: &str, f: impl Fn(&Window) -> f64) -> Vec<f64> {
     let mut out = vec![f64::NAN; data.meta.reps];
     for w in data.windows.iter().filter(|w| w.series == series && w.arm == arm) {
         if let Some(slot) = out.get_mut(w.rep) {
@@ -188,6 +191,11 @@ pub fn comparisons(data: &RunData) -> Vec<Comparison> {
         if has("switchyard-delay") && has("native-delay") {
             pairs.push(("switchyard-delay".into(), "native-delay".into()));
         }
+        for pair in crate::overhead::pairs() {
+            if !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
         for (a, b) in pairs {
             if has(&a) && has(&b) {
                 out.push(compare(data, &s.name, &a, &b));
@@ -222,11 +230,19 @@ pub fn delay_accuracy(data: &RunData) -> Vec<DelayAccuracy> {
         .collect()
 }
 
-fn find<'a>(cs: &'a [Comparison], series: &str, a: &str, b: &str) -> Option<&'a Comparison> {
+pub(crate) fn find<'a>(cs: &'a [Comparison], series: &str, a: &str, b: &str) -> Option<&'a Comparison> {
     cs.iter().find(|c| c.series == series && c.a == a && c.b == b)
 }
 
-fn verdict(scenario: &str, target: &str, s: Spread, limit: f64, decimals: usize, unit: &str, note: &str) -> Target {
+pub(crate) fn verdict(
+    scenario: &str,
+    target: &str,
+    s: Spread,
+    limit: f64,
+    decimals: usize,
+    unit: &str,
+    note: &str,
+) -> Target {
     if !s.is_some() {
         return Target {
             scenario: scenario.into(),
@@ -370,7 +386,8 @@ pub fn targets(data: &RunData, cs: &[Comparison], delay: &[DelayAccuracy]) -> Ve
             }
         }
     }
-    for (module, bytes) in &data.wasm_bytes {
+    // switchyard.wasm's budget is issue 15's (350 KB).
+    for (module, bytes) in data.wasm_bytes.iter().filter(|(m, _)| m != crate::arms::COMBINED) {
         let kb = *bytes as f64 / 1000.0;
         let s = Spread { median: kb, min: kb, max: kb, n: 1 };
         let mut v = verdict(&format!("{module}.wasm size"), "≤ 250 KB", s, 250.0, 1, " KB", "");
@@ -397,6 +414,7 @@ fn markdown(
     cs: &[Comparison],
     delay: &[DelayAccuracy],
     targets: &[Target],
+    targets15: &[Target],
 ) -> String {
     let m = &data.meta;
     let main = format!("{:.0}rps", m.rate);
@@ -482,6 +500,15 @@ fn markdown(
         let _ = writeln!(o, "| {} | {} | {} | {} | {} |", t.scenario, t.target, t.measured, v, t.note);
     }
     let _ = writeln!(o);
+    if !targets15.is_empty() {
+        let _ = writeln!(o, "## Targets (issue 15: one module, the V8 floor, host calls)\n");
+        let _ = writeln!(o, "| scenario | target | measured | verdict | note |\n|---|---|---|---|---|");
+        for t in targets15 {
+            let v = if t.verdict == "MISSED" { "**MISSED**".to_string() } else { t.verdict.clone() };
+            let _ = writeln!(o, "| {} | {} | {} | {} | {} |", t.scenario, t.target, t.measured, v, t.note);
+        }
+        let _ = writeln!(o);
+    }
 
     let _ = writeln!(o, "## Ratios per scenario ({main})\n");
     let _ = writeln!(
@@ -584,10 +611,13 @@ fn markdown(
         let _ = writeln!(o);
     }
 
+    o.push_str(&crate::overhead::markdown(data, sums, cs));
+
     let _ = writeln!(o, "## Memory (Envoy RSS after its load)\n");
     let plain_rss = data.rss.iter().find(|r| r.arm == "plain").map(|r| r.rss_mib);
     let _ = writeln!(o, "| Envoy | RSS MiB | peak (VmHWM) MiB | vs plain |\n|---|---|---|---|");
-    for r in &data.rss {
+    // The 2-worker arms are in their own table, against plain-2w.
+    for r in data.rss.iter().filter(|r| !r.arm.ends_with("-2w")) {
         let vs = plain_rss.map(|p| format!("{:+.1} MiB", r.rss_mib - p)).unwrap_or_default();
         let _ = writeln!(o, "| {} | {:.1} | {:.1} | {vs} |", r.arm, r.rss_mib, r.hwm_mib);
     }
@@ -703,10 +733,16 @@ fn markdown(
     o
 }
 
-fn plain_summary(targets: &[Target], xds_only: bool) -> String {
+fn plain_summary(targets: &[Target], targets15: &[Target], xds_only: bool) -> String {
     let mut o = String::from("targets (issue 7):\n");
     for t in targets.iter().filter(|t| !xds_only || t.scenario.starts_with("xds-ext")) {
         let _ = writeln!(o, "  {:<13} {} — {}: {}", t.verdict, t.scenario, t.target, t.measured);
+    }
+    if !xds_only && !targets15.is_empty() {
+        o.push_str("targets (issue 15):\n");
+        for t in targets15 {
+            let _ = writeln!(o, "  {:<13} {} — {}: {}", t.verdict, t.scenario, t.target, t.measured);
+        }
     }
     o
 }
@@ -716,10 +752,19 @@ pub fn write(data: &RunData, out: &Path) -> Result<Written> {
     let cs = comparisons(data);
     let delay = delay_accuracy(data);
     let targets = targets(data, &cs, &delay);
+    // An xds-only run has no Envoy arms: no issue-15 targets to judge.
+    let targets15 = if data.windows.is_empty() { Vec::new() } else { crate::overhead::targets(data, &sums, &cs) };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let name = &data.meta.name;
     let json_path = out.join(format!("{name}.json"));
-    let report = JsonReport { data, summaries: &sums, comparisons: &cs, delay_accuracy: &delay, targets: &targets };
+    let report = JsonReport {
+        data,
+        summaries: &sums,
+        comparisons: &cs,
+        delay_accuracy: &delay,
+        targets: &targets,
+        targets_issue15: &targets15,
+    };
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     // An xds-only run (`switchyard-bench xds`) has no Envoy windows to plot.
@@ -730,12 +775,12 @@ pub fn write(data: &RunData, out: &Path) -> Result<Written> {
         plot::cpu_bars(data, &sums, &plots.join("cpu.svg"))?;
         plot::latency_plots(data, &sums, &plots)?;
     }
-    let md = markdown(data, &sums, &cs, &delay, &targets);
+    let md = markdown(data, &sums, &cs, &delay, &targets, &targets15);
     let md_path = out.join(format!("{name}.md"));
     std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
     // The newest report under a stable name (links from the README).
     if arms_run {
         std::fs::write(out.join("latest.md"), &md).context("writing latest.md")?;
     }
-    Ok(Written { markdown: md_path, json: json_path, summary: plain_summary(&targets, !arms_run) })
+    Ok(Written { markdown: md_path, json: json_path, summary: plain_summary(&targets, &targets15, !arms_run) })
 }
