@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ENV_FILE=${SWITCHYARD_IMAGES_ENV:-examples/compose/.env}
-MODULES=(routing fault mirror egress)
+MODULES=(routing fault mirror egress switchyard)
 
 command -v docker >/dev/null || die "docker not found: make images needs a Docker engine"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer (docker info failed): start it, or check permissions on /var/run/docker.sock"

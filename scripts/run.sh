@@ -48,7 +48,7 @@ port_free() { ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 check_free() { port_free "$1" "$2" || die "port $2 on $1 is in use: stop what holds it (ss -ltnp 'sport = :$2'), or move the demo with SWITCHYARD_PORT (ingress) and SWITCHYARD_NET (the pods' 127.x.y network)"; }
 
 check_envoy_version 1.40.0
-for f in routing fault mirror egress; do
+for f in routing fault mirror egress switchyard; do
     [ -f target/switchyard/$f.wasm ] || die "target/switchyard/$f.wasm missing: run make build"
 done
 for b in xds-ext switchyard-echo; do

@@ -278,16 +278,8 @@ async fn sidecar_manifests_route_jason_to_v2_abort_ratings_and_deny_unknown_host
         productpage_sidecar(dir.path(), &backends, (xds.grpc_port, xds.admin_port), &overlay("sidecars"), vec![]);
     assert_eq!(
         http_filter_names(dir.path(), "0.0.0.0_9080"),
-        [
-            "envoy.filters.http.cors",
-            "envoy.filters.http.fault",
-            "switchyard.egress",
-            "switchyard.routing",
-            "switchyard.fault",
-            "switchyard.mirror",
-            ROUTER
-        ],
-        "the filters go before the router, in priority order, after Istio's own"
+        ["envoy.filters.http.cors", "envoy.filters.http.fault", "switchyard.http", ROUTER],
+        "the filter goes before the router, after Istio's own"
     );
     assert_eq!(
         http_filter_names(dir.path(), "virtualInbound"),
