@@ -162,9 +162,9 @@ mod tests {
     fn a_certificate_of_the_namespace_is_authorized() {
         let leaf = cert(&["spiffe://cluster.local/ns/default/sa/productpage"], &["productpage.default"]);
         let check = IdentityCheck::default();
-        let id = check.authorize(Some(&[leaf.clone()]), claim("default", None)).unwrap();
+        let id = check.authorize(Some(std::slice::from_ref(&leaf)), claim("default", None)).unwrap();
         assert_eq!(id.service_account, "productpage");
-        assert!(check.authorize(Some(&[leaf.clone()]), claim("default", Some("productpage"))).is_ok());
+        assert!(check.authorize(Some(std::slice::from_ref(&leaf)), claim("default", Some("productpage"))).is_ok());
         assert!(check.authorize(Some(&[leaf]), claim("default", Some(""))).is_ok(), "an empty one is not given");
     }
 
@@ -173,7 +173,7 @@ mod tests {
         let leaf = cert(&["spiffe://cluster.local/ns/default/sa/productpage"], &[]);
         let check = IdentityCheck::default();
         assert_eq!(
-            check.authorize(Some(&[leaf.clone()]), claim("prod", None)).unwrap_err(),
+            check.authorize(Some(std::slice::from_ref(&leaf)), claim("prod", None)).unwrap_err(),
             "node \"productpage-v1\" asks for the config of namespace \"prod\", but its client certificate is \
              spiffe://cluster.local/ns/default/sa/productpage"
         );
@@ -184,9 +184,9 @@ mod tests {
     #[test]
     fn any_of_several_uris_may_match_and_the_trust_domain_is_checked_when_set() {
         let leaf = cert(&["urn:example:x", "spiffe://other.domain/ns/a/sa/x", "spiffe://cluster.local/ns/b/sa/y"], &[]);
-        assert!(IdentityCheck::default().authorize(Some(&[leaf.clone()]), claim("b", Some("y"))).is_ok());
+        assert!(IdentityCheck::default().authorize(Some(std::slice::from_ref(&leaf)), claim("b", Some("y"))).is_ok());
         let strict = IdentityCheck { trust_domain: Some("cluster.local".into()) };
-        assert!(strict.authorize(Some(&[leaf.clone()]), claim("b", None)).is_ok());
+        assert!(strict.authorize(Some(std::slice::from_ref(&leaf)), claim("b", None)).is_ok());
         let err = strict.authorize(Some(&[leaf]), claim("a", None)).unwrap_err();
         assert!(
             err.contains("namespace \"a\", trust domain \"cluster.local\", but its client certificate is"),
