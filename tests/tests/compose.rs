@@ -40,9 +40,9 @@ const ENVOYS: [&str; 11] = [
     "httpbin-v2",
     "sleep",
 ];
-/// Envoy opens one ECDS stream per filter: five on a sidecar (egress,
-/// routing, fault, mirror, egress-tls), four on a gateway (no egress-tls).
-const STREAMS: usize = ENVOYS.len() * 5 - 2;
+/// Envoy opens one ECDS stream per filter: two on a sidecar (switchyard.http,
+/// switchyard.egress-tls), one on a gateway (switchyard.http).
+const STREAMS: usize = ENVOYS.len() * 2 - 2;
 const REPLICAS: [&str; 2] = ["xds-ext-1", "xds-ext-2"];
 const SKIP_VAR: &str = "SWITCHYARD_SKIP_COMPOSE";
 
