@@ -87,6 +87,8 @@ const MIRROR_MAX_BODY: usize = 64 * 1024;
 const ACTIVE_REQUESTS: &str = "http.outbound.downstream_rq_active";
 /// Downstream connections closed by the client while a request was active.
 const CUT: &str = "http.outbound.downstream_cx_destroy_remote_active_rq";
+const DELAYS: &str = "wasmcustom.switchyard_fault_delays_injected_total";
+const BODY_TOO_LARGE: &str = "wasmcustom.switchyard_mirror_body_too_large_total";
 
 /// An HTTP/1.1 response read off a raw connection.
 #[derive(Debug)]
@@ -367,8 +369,7 @@ async fn chunked_post(sidecar: &ChainSidecar, path: &str, user: &str, size: usiz
 /// 4. 8 MiB bodies with the mirror on.
 async fn huge_bodies(sidecar: &ChainSidecar) {
     const SIZE: usize = 8 << 20;
-    let too_large = "wasmcustom.switchyard_mirror_body_too_large_total";
-    let too_large_before = counter(sidecar, too_large).await;
+    let too_large_before = counter(sidecar, BODY_TOO_LARGE).await;
     let started = Instant::now();
     let post = http_client()
         .post(format!("{}/huge/length", sidecar.url()))
@@ -390,7 +391,7 @@ async fn huge_bodies(sidecar: &ChainSidecar) {
 
     // Over the mirror's max_body_bytes (64 KiB by default) a request is not
     // mirrored, and counted (docs/design.md, Mirror).
-    assert_eq!(counter(sidecar, too_large).await, too_large_before + 2);
+    assert_eq!(counter(sidecar, BODY_TOO_LARGE).await, too_large_before + 2);
 
     // During a delay the fault stage holds the body (StopIterationAndBuffer).
     // Envoy does not buffer 8 MiB for it: over the stream's 1 MiB buffer
@@ -539,7 +540,7 @@ async fn websocket_upgrade(sidecar: &ChainSidecar) {
 /// 8. Clients hanging up during jason's delay: over HTTP/1.1 (connection
 /// closed) and HTTP/2 (stream reset, connection kept).
 async fn hang_up_mid_delay(sidecar: &ChainSidecar) {
-    let cut_before = counter(sidecar, CUT).await;
+    let (cut_before, delays_before) = (counter(sidecar, CUT).await, counter(sidecar, DELAYS).await);
     let sent = Instant::now();
     let mut streams = Vec::new();
     for i in 0..20 {
@@ -560,7 +561,10 @@ async fn hang_up_mid_delay(sidecar: &ChainSidecar) {
     for call in h2_calls {
         call.abort(); // drops the response future: hyper resets the stream
     }
-    // Envoy saw each HTTP/1.1 client go with its request active.
+    // All 30 were being delayed, and Envoy saw each HTTP/1.1 client go with
+    // its request active.
+    let delays = sidecar.envoy.wait_for_counter(DELAYS, delays_before + 30, ANSWER).await - delays_before;
+    assert_eq!(delays, 30, "{}", sidecar.logs());
     let cut = sidecar.envoy.wait_for_counter(CUT, cut_before + 20, ANSWER).await - cut_before;
     assert_eq!(cut, 20, "{}", sidecar.logs());
     assert_envoy_is_idle_and_answers(sidecar, "hanging up mid-delay").await;
@@ -589,6 +593,7 @@ async fn post_and_hang_up(sidecar: &ChainSidecar, path: String, user: &str, leng
 /// bound, under it (a partial copy the mirror holds), and during a delay
 /// (a body the fault stage holds).
 async fn hang_up_mid_body(sidecar: &ChainSidecar) {
+    let before = [counter(sidecar, CUT).await, counter(sidecar, DELAYS).await, counter(sidecar, BODY_TOO_LARGE).await];
     let sent = Instant::now();
     let mut posts = Vec::new();
     for i in 0..5 {
@@ -597,6 +602,13 @@ async fn hang_up_mid_body(sidecar: &ChainSidecar) {
         posts.push(post_and_hang_up(sidecar, format!("/hangup-body/jason-{i}"), "jason", 32 * 1024, 16 * 1024));
     }
     bounded("hanging up mid-body", ANSWER, futures::future::join_all(posts)).await;
+    // Each client left with its request active; jason's were being delayed;
+    // the mirror gave up on the 100 KiB ones, over its bound, before they
+    // ended (a hang-up is no end of stream).
+    for (i, (name, wanted)) in [(CUT, 15), (DELAYS, 5), (BODY_TOO_LARGE, 5)].into_iter().enumerate() {
+        let got = sidecar.envoy.wait_for_counter(name, before[i] + wanted, ANSWER).await - before[i];
+        assert_eq!(got, wanted, "{name}\n{}", sidecar.logs());
+    }
     assert_envoy_is_idle_and_answers(sidecar, "hanging up mid-body").await;
 
     tokio::time::sleep((sent + DELAY + Duration::from_millis(500)).saturating_duration_since(Instant::now())).await;
