@@ -8,8 +8,15 @@
 //! ACKs every response. Once all are synced, the bookinfo VirtualService is
 //! edited (jason's subset v2 → v3 and back) and each stream's time from the
 //! file write to receiving the new version and queueing its ACK is recorded.
-//! xds-ext's directory watch (polled every 100 ms, 100 ms of quiet before a
-//! reload) is part of that latency.
+//! xds-ext's directory watch (inotify, 100 ms of quiet before a reload) is
+//! part of that latency.
+//!
+//! After the stream points, the policy-size scenario (issue 16): a fresh
+//! xds-ext with one stream per label set, then a VirtualService of 10 000
+//! rules, a refused over-limit file left in the directory, and a large file
+//! refused after parsing that comes and goes. It measures RSS over the fixed
+//! base against the policy's size, CPU while nothing changes, and the memory
+//! left once the refused file is gone.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -104,6 +111,44 @@ pub struct XdsPoint {
     pub rss_mib: f64,
     /// xds-ext VmHWM after the rounds, MiB.
     pub hwm_mib: f64,
+    /// The policy-size scenario, run once after the stream points (on the last point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicySize>,
+}
+
+/// The policy-size scenario: what a large policy and large refused files
+/// cost xds-ext in memory and CPU.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicySize {
+    pub xds_ext: String,
+    /// Streams, one per distinct workload (label set): each renders the policy.
+    pub streams: usize,
+    pub rules: usize,
+    /// The policy file's size, bytes.
+    pub policy_bytes: u64,
+    /// VmRSS with bookinfo's policy and every stream synced, MiB.
+    pub rss_base_mib: f64,
+    /// VmRSS once every stream has the large policy, MiB (and VmHWM so far).
+    pub rss_policy_mib: f64,
+    pub hwm_policy_mib: f64,
+    /// Policy written → every stream received its new version, s.
+    pub push_s: f64,
+    /// xds-ext CPU over an idle window with the large policy in force, s.
+    pub idle_cpu_s: f64,
+    pub idle_window_s: f64,
+    /// A file over xds-ext's size limit left in the directory: its size, and
+    /// xds-ext's CPU over an idle window while it sits there, s.
+    pub oversized_bytes: u64,
+    pub oversized_cpu_s: f64,
+    /// A file under the limit that parses and is refused (an invalid rule at
+    /// its end): its size, VmRSS while it is there and after it is removed, MiB.
+    pub refused_bytes: u64,
+    pub rss_refused_mib: f64,
+    pub rss_after_refused_mib: f64,
+    /// xds-ext's counters at the end: loads, files read, files parsed.
+    pub reloads: u64,
+    pub files_read: u64,
+    pub files_parsed: u64,
 }
 
 impl XdsPoint {
@@ -188,6 +233,27 @@ pub fn run(opts: &XdsOpts, root: &Path, scratch: &Path) -> Result<Vec<XdsPoint>>
         );
         points.push(point);
     }
+    eprintln!("xds-ext policy size: {} streams, {POLICY_RULES} rules, refused files …", opts.label_sets);
+    let policy = runtime.block_on(policy_size(opts, &bin, &modules, root, &scratch.join("xds-policy")))?;
+    eprintln!(
+        "  [xds policy] RSS {:.1} MiB base, {:.1} MiB with {:.2} MB of policy ({:.1}x its size over the base); \
+         idle CPU {:.3} s over {:.0} s, {:.3} s beside a refused {:.0} MB file; RSS {:.1} MiB with a refused \
+         {:.1} MB file, {:.1} MiB once it is gone",
+        policy.rss_base_mib,
+        policy.rss_policy_mib,
+        policy.policy_bytes as f64 / 1e6,
+        growth_ratio(&policy),
+        policy.idle_cpu_s,
+        policy.idle_window_s,
+        policy.oversized_cpu_s,
+        policy.oversized_bytes as f64 / 1e6,
+        policy.rss_refused_mib,
+        policy.refused_bytes as f64 / 1e6,
+        policy.rss_after_refused_mib,
+    );
+    if let Some(last) = points.last_mut() {
+        last.policy = Some(policy);
+    }
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(points)
 }
@@ -225,7 +291,8 @@ impl Drop for XdsExt {
     }
 }
 
-fn start_xds_ext(bin: &Path, config_dir: &Path, modules: &Path) -> Result<(XdsExt, String)> {
+/// Starts xds-ext on free ports: the process, its gRPC and its admin address.
+fn start_xds_ext(bin: &Path, config_dir: &Path, modules: &Path) -> Result<(XdsExt, String, String)> {
     let mut child = Command::new(bin)
         .arg("serve")
         .arg("--config-dir")
@@ -239,15 +306,17 @@ fn start_xds_ext(bin: &Path, config_dir: &Path, modules: &Path) -> Result<(XdsEx
         .with_context(|| format!("starting {}", bin.display()))?;
     let stderr = child.stderr.take().context("xds-ext stderr")?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
     let keep = tail.clone();
     std::thread::spawn(move || {
         // Every stream logs a line on connect: keep draining, keep the tail.
         for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            if let Some(addr) =
-                line.split_once("grpc listening on ").and_then(|(_, a)| a.split_whitespace().next()).map(str::to_string)
-            {
-                let _ = tx.send(addr);
+            for (grpc, marker) in [(true, "grpc listening on "), (false, "admin listening on ")] {
+                if let Some(addr) =
+                    line.split_once(marker).and_then(|(_, a)| a.split_whitespace().next()).map(str::to_string)
+                {
+                    let _ = tx.send((grpc, addr));
+                }
             }
             if let Ok(mut t) = keep.lock() {
                 if t.len() == 30 {
@@ -258,10 +327,17 @@ fn start_xds_ext(bin: &Path, config_dir: &Path, modules: &Path) -> Result<(XdsEx
         }
     });
     let proc = XdsExt { child, tail };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| anyhow::anyhow!("xds-ext printed no `grpc listening on` line in 30 s\n{}", proc.log_tail()))?;
-    Ok((proc, addr))
+    let (mut grpc, mut admin) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while grpc.is_none() || admin.is_none() {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok((true, addr)) => grpc = Some(addr),
+            Ok((false, addr)) => admin = Some(addr),
+            Err(_) => bail!("xds-ext printed no `grpc/admin listening on` lines in 30 s\n{}", proc.log_tail()),
+        }
+    }
+    Ok((proc, grpc.unwrap_or_default(), admin.unwrap_or_default()))
 }
 
 fn node(i: usize, label_sets: usize) -> Node {
@@ -369,7 +445,7 @@ async fn point(opts: &XdsOpts, n: usize, bin: &Path, modules: &Path, root: &Path
     if !original.contains("subset: v2") {
         bail!("{VIRTUAL_SERVICE} has no `subset: v2` to edit");
     }
-    let (xds, addr) = start_xds_ext(bin, dir, modules)?;
+    let (xds, addr, _admin) = start_xds_ext(bin, dir, modules)?;
     let pid = xds.pid();
 
     let per_conn = opts.per_conn.max(1);
@@ -493,7 +569,199 @@ async fn point(opts: &XdsOpts, n: usize, bin: &Path, modules: &Path, root: &Path
         rss_synced_mib: rss_synced as f64 / 1024.0,
         rss_mib: rss as f64 / 1024.0,
         hwm_mib: hwm as f64 / 1024.0,
+        policy: None,
     })
+}
+
+// --- policy size ------------------------------------------------------------
+
+/// Rules of the large VirtualService.
+const POLICY_RULES: usize = 10_000;
+/// The large policy's file, next to bookinfo's.
+const POLICY_FILE: &str = "ratings-scale.yaml";
+/// Over xds-ext's 8 MiB file limit: refused by its stat, never read.
+const OVERSIZED_BYTES: usize = 10 << 20;
+/// Under the limit: read, parsed, then refused for its last rule.
+const REFUSED_BYTES: usize = 7_500_000;
+/// About the size of one rule of [`scale_policy`] (with five-digit numbers).
+const RULE_BYTES: usize = 160;
+/// How long CPU is watched while nothing changes.
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
+/// A VirtualService for `host` with `rules` header-and-prefix rules (~160
+/// bytes each), then a catch-all; `bad_last`: the last rule has a negative
+/// timeout, so the whole document is refused after it was parsed.
+fn scale_policy(name: &str, host: &str, rules: usize, bad_last: bool) -> String {
+    use std::fmt::Write;
+    let mut s = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\nspec:\n  hosts:\n  \
+         - {host}\n  http:\n"
+    );
+    for i in 0..rules {
+        let _ = write!(
+            s,
+            "  - name: r{i}\n    match:\n    - uri: {{prefix: /p{i}/}}\n      headers: {{end-user: {{exact: user{i}}}}}\n    \
+             route:\n    - destination: {{host: {host}, subset: v1}}\n"
+        );
+    }
+    if bad_last {
+        s.push_str("    timeout: -1s\n");
+    }
+    let _ = write!(s, "  - route:\n    - destination: {{host: {host}, subset: v1}}\n");
+    s
+}
+
+/// GET on xds-ext's admin address (HTTP/1.0: the server closes when done).
+fn admin_get(admin: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(admin).with_context(|| format!("connecting to admin {admin}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {admin}\r\n\r\n")?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).with_context(|| format!("reading admin {path}"))?;
+    Ok(reply.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+/// A counter from xds-ext's `/metrics`.
+fn admin_counter(admin: &str, name: &str) -> Result<u64> {
+    let text = admin_get(admin, "/metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("no {name} in xds-ext's /metrics"))
+}
+
+/// Waits until `/debug/config` does (or does not) mention `text`.
+async fn wait_config(admin: &str, text: &str, present: bool, timeout: Duration, xds: &XdsExt) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let config = || admin_get(admin, "/debug/config").with_context(|| format!("xds-ext's log:\n{}", xds.log_tail()));
+    while config()?.contains(text) != present {
+        if Instant::now() > deadline {
+            let what = if present { "to report" } else { "to stop reporting" };
+            bail!("xds-ext did not come {what} {text:?} within {timeout:?}\n{}", xds.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Waits until every stream received a version other than the one in
+/// `latest` (updated as responses arrive); the seconds it took from `start`.
+async fn wait_all_new(
+    erx: &mut mpsc::UnboundedReceiver<Event>,
+    latest: &mut [Option<String>],
+    start: Instant,
+    timeout: Duration,
+    xds: &XdsExt,
+) -> Result<f64> {
+    let before = latest.to_vec();
+    let mut left = latest.len();
+    let mut done = vec![false; latest.len()];
+    let deadline = start + timeout;
+    while left > 0 {
+        match tokio::time::timeout_at(deadline.into(), erx.recv()).await {
+            Ok(Some(Event::Acked { idx, version, .. })) => {
+                if !done[idx] && Some(&version) != before[idx].as_ref() {
+                    done[idx] = true;
+                    left -= 1;
+                }
+                latest[idx] = Some(version);
+            }
+            Ok(Some(Event::Failed { idx, error })) => bail!("stream {idx}: {error}\n{}", xds.log_tail()),
+            Ok(None) => bail!("all streams ended"),
+            Err(_) => bail!("{left} streams did not receive a new version in {timeout:?}\n{}", xds.log_tail()),
+        }
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// xds-ext's CPU over `window` of nothing changing, s.
+async fn idle_cpu(pid: u32, window: Duration) -> Result<f64> {
+    let c0 = sys::cpu(pid)?;
+    tokio::time::sleep(window).await;
+    Ok(c0.secs_until(&sys::cpu(pid)?))
+}
+
+async fn policy_size(opts: &XdsOpts, bin: &Path, modules: &Path, root: &Path, dir: &Path) -> Result<PolicySize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for f in BOOKINFO {
+        let from = root.join("examples/bookinfo").join(f);
+        std::fs::copy(&from, dir.join(f)).with_context(|| format!("copying {}", from.display()))?;
+    }
+    let (xds, addr, admin) = start_xds_ext(bin, dir, modules)?;
+    let pid = xds.pid();
+    let n = opts.label_sets.max(1);
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?;
+    let (etx, mut erx) = mpsc::unbounded_channel::<Event>();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        tasks.spawn(stream(channel.clone(), i, node(i, n), etx.clone()));
+    }
+    drop(etx);
+    let mut latest: Vec<Option<String>> = vec![None; n];
+    wait_all_new(&mut erx, &mut latest, Instant::now(), opts.timeout.max(Duration::from_secs(60)), &xds).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_base, _) = sys::rss_kib(pid)?;
+
+    let policy = scale_policy("ratings-scale", "ratings", POLICY_RULES, false);
+    let start = Instant::now();
+    std::fs::write(dir.join(POLICY_FILE), &policy)?;
+    let push_s = wait_all_new(&mut erx, &mut latest, start, opts.timeout.max(Duration::from_secs(120)), &xds).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_policy, hwm_policy) = sys::rss_kib(pid)?;
+    let idle_cpu_s = idle_cpu(pid, IDLE_WINDOW).await?;
+
+    // Refused by its size, and left there.
+    let oversized = dir.join("oversized.yaml");
+    std::fs::write(&oversized, "# padding\n".repeat(OVERSIZED_BYTES / 10))?;
+    wait_config(&admin, "over the 8388608-byte limit", true, opts.timeout, &xds).await?;
+    let oversized_cpu_s = idle_cpu(pid, IDLE_WINDOW).await?;
+    std::fs::remove_file(&oversized)?;
+    wait_config(&admin, "oversized.yaml", false, opts.timeout, &xds).await?;
+
+    // Refused after parsing, then removed.
+    let rules = REFUSED_BYTES / RULE_BYTES;
+    let refused_text = scale_policy("details-refused", "details", rules, true);
+    let refused = dir.join("refused.yaml");
+    std::fs::write(&refused, &refused_text)?;
+    wait_config(&admin, "refused.yaml", true, opts.timeout.max(Duration::from_secs(60)), &xds).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_refused, _) = sys::rss_kib(pid)?;
+    std::fs::remove_file(&refused)?;
+    wait_config(&admin, "refused.yaml", false, opts.timeout, &xds).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_after, _) = sys::rss_kib(pid)?;
+
+    let reloads = admin_counter(&admin, "xds_ext_config_reloads_total")?;
+    let files_read = admin_counter(&admin, "xds_ext_config_files_read_total")?;
+    let files_parsed = admin_counter(&admin, "xds_ext_config_files_parsed_total")?;
+    tasks.abort_all();
+    drop(xds);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    Ok(PolicySize {
+        xds_ext: bin.strip_prefix(root).unwrap_or(bin).display().to_string(),
+        streams: n,
+        rules: POLICY_RULES,
+        policy_bytes: policy.len() as u64,
+        rss_base_mib: mib(rss_base),
+        rss_policy_mib: mib(rss_policy),
+        hwm_policy_mib: mib(hwm_policy),
+        push_s,
+        idle_cpu_s,
+        idle_window_s: IDLE_WINDOW.as_secs_f64(),
+        oversized_bytes: OVERSIZED_BYTES as u64,
+        oversized_cpu_s,
+        refused_bytes: refused_text.len() as u64,
+        rss_refused_mib: mib(rss_refused),
+        rss_after_refused_mib: mib(rss_after),
+        reloads,
+        files_read,
+        files_parsed,
+    })
+}
+
+/// RSS over the fixed base, in units of the policy's size.
+fn growth_ratio(p: &PolicySize) -> f64 {
+    (p.rss_policy_mib - p.rss_base_mib) * 1_048_576.0 / p.policy_bytes.max(1) as f64
 }
 
 // --- report -----------------------------------------------------------------
@@ -539,7 +807,7 @@ pub fn target(points: &[XdsPoint]) -> crate::report::Target {
     t.verdict = if met { "met" } else { "MISSED" }.into();
     let ok = |b: bool| if b { "met" } else { "MISSED" };
     t.note = format!(
-        "latency {}, RSS {}{}; latency includes xds-ext's 100 ms watch debounce (100 ms poll); xds-ext: `{}`",
+        "latency {}, RSS {}{}; latency includes xds-ext's 100 ms watch debounce; xds-ext: `{}`",
         ok(w.p99_ms <= P99_LIMIT_MS),
         ok(peak_mb <= RSS_LIMIT_MB),
         if missing > 0 { ", not every stream ACKed" } else { "" },
@@ -564,8 +832,8 @@ pub fn markdown(points: &[XdsPoint]) -> String {
          metadata (`NAMESPACE: default`, `LABELS: {{app, version}}`) from {} distinct label sets, subscribed to \
          `{RESOURCE}`, ACKing every response. Each round edits the VirtualService (jason's subset v2 ↔ v3); a \
          stream's latency is the time from the file write to it receiving the new version and queueing its ACK. \
-         **xds-ext's directory watch is part of that latency**: it polls every 100 ms and reloads after 100 ms \
-         without further change, so ~100–200 ms of every figure is the debounce. The simulated clients run in the \
+         **xds-ext's directory watch is part of that latency**: inotify tells it of the write, and it reloads \
+         after 100 ms without further change, so ~100 ms of every figure is the debounce. The simulated clients run in the \
          bench process on the same 2 cores as xds-ext (their CPU is in the last column). CPU is xds-ext's \
          (`/proc/<pid>/task/*/schedstat`, utime+stime alongside in the JSON) over the rounds, including the 300 ms \
          pause before each; RSS is VmRSS once synced / after the rounds / VmHWM.\n",
@@ -631,7 +899,64 @@ pub fn markdown(points: &[XdsPoint]) -> String {
         }
     }
     o.push_str(&istiod_comparison(points));
+    if let Some(p) = points.iter().find_map(|p| p.policy.as_ref()) {
+        o.push_str(&policy_markdown(p));
+    }
     o
+}
+
+/// Issue 16's bounds: RSS over the base within 20x the policy's size; the
+/// memory a refused file took given back once it is gone (what is left
+/// within a tenth of its size); no CPU while nothing changes.
+const GROWTH_LIMIT: f64 = 20.0;
+const KEPT_LIMIT: f64 = 0.1;
+const IDLE_CPU_LIMIT: f64 = 0.01;
+
+fn policy_markdown(p: &PolicySize) -> String {
+    let ok = |b: bool| if b { "met" } else { "MISSED" };
+    let growth = growth_ratio(p);
+    let kept_mib = (p.rss_after_refused_mib - p.rss_policy_mib).max(0.0);
+    let kept = kept_mib * 1_048_576.0 / p.refused_bytes.max(1) as f64;
+    let idle = p.idle_cpu_s.max(p.oversized_cpu_s) / p.idle_window_s.max(1e-9);
+    format!(
+        "\n## xds-ext policy size\n\n\
+         A fresh `xds-ext serve` (`{}`) with bookinfo's policy and {} streams, one per label set (each a workload \
+         of its own, so each renders the policy). Then `{POLICY_FILE}`: a VirtualService of {} rules (a prefix and \
+         a header match each), {:.2} MB; then a file over the 8 MiB limit ({:.1} MB) left in the directory; then \
+         a {:.1} MB VirtualService refused after parsing (an invalid timeout in its last rule), which is then \
+         removed. RSS is VmRSS 1 s after each step; CPU is xds-ext's over {:.0} s of nothing changing.\n\n\
+         | | value | bound | verdict |\n|---|---:|---|---|\n\
+         | RSS: base / with the policy (peak so far) | {:.1} / {:.1} ({:.1}) MiB | | |\n\
+         | RSS over the base per byte of policy | {growth:.1}x | <= {GROWTH_LIMIT:.0}x | {} |\n\
+         | policy written -> all {} streams have it | {:.2} s | | |\n\
+         | CPU idle with the policy / beside the over-limit file | {:.3} / {:.3} s | <= {:.0}% of the window | {} |\n\
+         | RSS with the refused file / after it went | {:.1} / {:.1} MiB | kept <= {:.0}% of its size | {} |\n\
+         | xds-ext counters: loads / files read / files parsed | {} / {} / {} | | |\n",
+        p.xds_ext,
+        p.streams,
+        p.rules,
+        p.policy_bytes as f64 / 1e6,
+        p.oversized_bytes as f64 / 1e6,
+        p.refused_bytes as f64 / 1e6,
+        p.idle_window_s,
+        p.rss_base_mib,
+        p.rss_policy_mib,
+        p.hwm_policy_mib,
+        ok(growth <= GROWTH_LIMIT),
+        p.streams,
+        p.push_s,
+        p.idle_cpu_s,
+        p.oversized_cpu_s,
+        IDLE_CPU_LIMIT * 100.0,
+        ok(idle <= IDLE_CPU_LIMIT),
+        p.rss_refused_mib,
+        p.rss_after_refused_mib,
+        KEPT_LIMIT * 100.0,
+        ok(kept <= KEPT_LIMIT),
+        p.reloads,
+        p.files_read,
+        p.files_parsed,
+    )
 }
 
 /// istiod's published figure (Istio 1.12–1.16 "Performance and scalability":

@@ -51,6 +51,13 @@ impl XdsExt {
     }
 
     pub async fn start_with_args(config_dir: &Path, grpc: &str, modules: &Path, extra: &[&str]) -> XdsExt {
+        Self::start_as(config_dir, grpc, modules, extra, None).await
+    }
+
+    /// The same, run as user (and group) `uid` when given: a test that runs
+    /// as root has xds-ext run as an unprivileged user, for whom file
+    /// permissions mean something.
+    pub async fn start_as(config_dir: &Path, grpc: &str, modules: &Path, extra: &[&str], uid: Option<u32>) -> XdsExt {
         let binary = xds_ext_binary().unwrap_or_else(|e| panic!("{e}"));
         let dir = tempfile::Builder::new().prefix("switchyard-xds-ext-").tempdir().unwrap_or_else(|e| panic!("{e}"));
         let log = std::fs::File::create(dir.path().join("xds-ext.log")).unwrap_or_else(|e| panic!("{e}"));
@@ -64,6 +71,9 @@ impl XdsExt {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
         // SAFETY: prctl is async-signal-safe. Spawned from the test's own
         // thread, which outlives the child (dropped at the end of the test).
         unsafe {

@@ -3,7 +3,6 @@
 //! malformed is an error with its line and field path.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use switchyard_policy::compare::{CompareConfig, StatusMatch, MAX_COMPARE_BODY_BYTES};
 use switchyard_policy::egress::OutboundTrafficPolicy;
@@ -16,6 +15,7 @@ use switchyard_policy::{grpc_status_from_name, HeaderOpsConfig, HeadersConfig, K
 use super::model::*;
 use super::problem::Findings;
 use super::reader::{join, keyed, At, Field, Obj};
+use super::tree::Tree;
 use super::yaml::{Node, NodeKind};
 
 pub const ISTIO_GROUP: &str = "networking.istio.io";
@@ -42,8 +42,16 @@ pub enum Decoded {
 
 /// Decodes one document; findings go to `f`. `label` receives the
 /// document's display name (`VirtualService default/reviews`) as soon as it
-/// is known, for the problems' `document` column.
-pub fn decode_document(root: &Node, line: usize, file: &Path, f: &mut Findings, label: &mut String) -> Decoded {
+/// is known, for the problems' `document` column. A valid document keeps
+/// `tree` (`root`, to be parsed again) to find the lines of fields named later.
+pub fn decode_document(
+    root: &Node,
+    tree: Tree,
+    line: usize,
+    file: &Path,
+    f: &mut Findings,
+    label: &mut String,
+) -> Decoded {
     if root.kind == NodeKind::Null {
         return Decoded::Ignored;
     }
@@ -88,7 +96,7 @@ pub fn decode_document(root: &Node, line: usize, file: &Path, f: &mut Findings, 
     };
     match decoded {
         Some(spec) => {
-            let doc = Doc { key, file: file.to_path_buf(), line, tree: Arc::new(root.clone()), spec };
+            let doc = Doc { key, file: file.to_path_buf(), line, tree, spec };
             if f.has_errors() {
                 Decoded::Rejected(doc)
             } else {
@@ -162,16 +170,63 @@ fn metadata(meta: At<'_>, f: &mut Findings) -> (Option<String>, String) {
 fn hosts_required(obj: &mut Obj<'_>, f: &mut Findings) -> Vec<String> {
     let line = obj.line();
     let path = join(&obj.path, "hosts");
-    let hosts = obj.strings("hosts", f);
+    let given = obj.take("hosts");
+    let hosts = given.as_ref().and_then(|at| at.strings(f)).unwrap_or_default();
     if hosts.is_empty() {
         f.error(line, &path, "at least one host is required");
     }
+    let item_line = |i: usize| match given.as_ref().map(|at| &at.node.kind) {
+        Some(NodeKind::Seq(items)) => items.get(i).map_or(line, |n| n.line),
+        _ => line,
+    };
     for (i, host) in hosts.iter().enumerate() {
         if host.is_empty() {
-            f.error(line, &format!("{path}[{i}]"), "host must not be empty");
+            f.error(item_line(i), &format!("{path}[{i}]"), "host must not be empty");
+        } else if let Some(why) = not_a_host(host) {
+            f.error(item_line(i), &format!("{path}[{i}]"), format!("{host:?} is not a host name: {why}"));
         }
     }
     hosts
+}
+
+/// Why `host` is not what Istio accepts in `hosts`, if it is not: a DNS
+/// name (labels of letters, digits and inner `-`, at most 63 characters,
+/// 255 in all) whose first label may start with `*`, `*` alone, or an IP
+/// address. Short names (`reviews`) are names.
+fn not_a_host(host: &str) -> Option<String> {
+    if host == "*" || host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    if host.contains("://") {
+        return Some("a URL: give the host alone, without scheme or path".into());
+    }
+    if host.len() > 255 {
+        return Some(format!("{} characters long, over 255", host.len()));
+    }
+    for (i, label) in host.split('.').enumerate() {
+        let label = if i == 0 { label.strip_prefix('*').unwrap_or(label) } else { label };
+        if label.is_empty() {
+            if i == 0 && host.starts_with("*.") {
+                continue;
+            }
+            return Some("an empty label (a dot at an end, or two in a row)".into());
+        }
+        if label.len() > 63 {
+            return Some(format!("a label of {} characters, over 63", label.len()));
+        }
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+            let hint = match c {
+                ':' => " (a port belongs in the route's destination.port)",
+                '*' => " (a wildcard may only start the first label)",
+                _ => "",
+            };
+            return Some(format!("{c:?} cannot be part of a host name{hint}"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some(format!("the label {label:?} starts or ends with '-'"));
+        }
+    }
+    None
 }
 
 fn virtual_service(spec: At<'_>, f: &mut Findings) -> Option<VirtualService> {
@@ -242,7 +297,16 @@ fn traffic_policy(spec: At<'_>, f: &mut Findings) -> Option<TrafficPolicy> {
 
 fn http_rules(at: At<'_>, allow_sticky: bool, f: &mut Findings) -> Vec<HttpRule> {
     let Some(items) = at.list(f) else { return Vec::new() };
-    items.iter().filter_map(|item| http_rule(item, allow_sticky, f)).collect()
+    exact(items.iter().filter_map(|item| http_rule(item, allow_sticky, f)))
+}
+
+/// `collect()` over a filtering iterator makes room for 4 items, then
+/// doubles: a decoded document lives as long as it is in force, so it keeps
+/// exactly what it holds (most rules have one match and one destination).
+fn exact<T>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = items.collect();
+    out.shrink_to_fit();
+    out
 }
 
 fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<HttpRule> {
@@ -251,10 +315,10 @@ fn http_rule(item: &Field<'_>, allow_sticky: bool, f: &mut Findings) -> Option<H
     let mut rule = HttpRule { origin: Origin { line: at.line(), path: at.path.to_string() }, ..Default::default() };
     rule.name = obj.take("name").and_then(|n| n.name(f));
     if let Some(m) = obj.take("match") {
-        rule.matches = m.list(f)?.iter().filter_map(|b| match_block(b.at(), f)).collect();
+        rule.matches = exact(m.list(f)?.iter().filter_map(|b| match_block(b.at(), f)));
     }
     if let Some(r) = obj.take("route") {
-        rule.route = r.list(f)?.iter().filter_map(|d| route_destination(d.at(), f)).collect();
+        rule.route = exact(r.list(f)?.iter().filter_map(|d| route_destination(d.at(), f)));
     }
     // Given, even if invalid: its own error is enough.
     let answers = obj.has("redirect") || obj.has("directResponse");
@@ -373,6 +437,7 @@ fn string_matches(at: At<'_>, f: &mut Findings) -> KeyedList<StringMatch> {
             out.push((entry.key.clone(), m));
         }
     }
+    out.shrink_to_fit();
     KeyedList(out)
 }
 

@@ -14,6 +14,7 @@
 
 pub mod cli;
 mod decode;
+pub mod dir;
 pub mod explain;
 pub mod manifests;
 pub mod model;
@@ -21,9 +22,10 @@ mod problem;
 mod reader;
 pub mod render;
 mod store;
+mod tree;
 mod yaml;
 
 pub use problem::{Problem, Severity};
 pub use render::Configs;
-pub use store::{ConfigStore, ReloadReport};
+pub use store::{ConfigStore, ReloadReport, MAX_FILE_BYTES};
 pub use yaml::to_yaml;

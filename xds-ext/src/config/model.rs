@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use switchyard_policy::compare::CompareConfig;
 use switchyard_policy::egress::OutboundTrafficPolicy;
 use switchyard_policy::routing::{DirectResponseConfig, RedirectConfig, RewriteConfig, StickyConfig};
 use switchyard_policy::{HeadersConfig, HttpMatchRequest, RetriesConfig};
 
-use super::yaml::Node;
+use super::tree::Tree;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -66,7 +65,7 @@ pub struct Doc {
     /// Line where the document starts in `file`.
     pub line: usize,
     /// The YAML as read, to find the line of a field named in a problem.
-    pub tree: Arc<Node>,
+    pub tree: Tree,
     pub spec: Spec,
 }
 

@@ -9,28 +9,66 @@
 //! - everything else applies at once; a file that disappears takes its
 //!   documents with it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
 
 use super::decode::{decode_document, Decoded};
+use super::dir::{self, Scan, Stamp};
 use super::model::{Doc, DocKey};
 use super::problem::{Findings, Problem, Severity};
 use super::render::{check_document, check_references, line_of, render_configs, Configs};
-use super::yaml::parse_stream;
+use super::tree::{expand_lists, Source, Tree};
+use super::yaml::{parse_stream, Document};
 use crate::workload::{Rendered, Workload};
 
-/// Deepest directory nesting read under a config directory.
-const MAX_DIR_DEPTH: usize = 8;
 /// Largest input file read (a Kubernetes ConfigMap holds at most 1 MiB).
-const MAX_FILE_BYTES: u64 = 8 << 20;
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
 
+/// The documents in force, and per file what its last read gave, so a
+/// reload reads only the files whose stat changed and parses only those
+/// whose content did.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigStore {
-    /// Per file, the documents in force from it.
-    files: BTreeMap<PathBuf, Vec<Doc>>,
-    /// Every document in force, sorted by key.
+    /// Per file, what reading it last gave.
+    files: BTreeMap<PathBuf, FileState>,
+    /// Every document in force, sorted by key (what rendering reads); each
+    /// is held here only, its file's state names it by key.
     docs: Vec<Doc>,
+    /// Beside each of `docs`, a number that changes when the document does:
+    /// a reload changed the config if these pairs differ.
+    serials: Vec<u64>,
+    next_serial: u64,
     problems: Vec<Problem>,
+    /// The directory as last scanned, to tell an unchanged one at a glance.
+    scan: Option<Scan>,
+}
+
+#[derive(Debug, Clone)]
+struct FileState {
+    /// What the content read was, by stat; `None` to read it again on the
+    /// next reload (it changed too recently to trust its stat).
+    stamp: Option<Stamp>,
+    /// sha256 of the content read; `None` when it could not be read.
+    digest: Option<[u8; 32]>,
+    /// What reading and decoding it found (checks across files come after).
+    problems: Vec<Problem>,
+    /// Documents decoded with errors: never served, still checked for references.
+    rejected: Vec<Doc>,
+    /// Its valid documents, in file order.
+    docs: Vec<Slot>,
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    /// In `ConfigStore::docs`.
+    InForce(DocKey),
+    /// Defined by an earlier file too: kept here, in force should that one go.
+    Shadowed(Doc, u64),
 }
 
 /// What a reload found. `errors` and `warnings` cover every file read,
@@ -41,6 +79,19 @@ pub struct ReloadReport {
     pub errors: Vec<Problem>,
     pub warnings: Vec<Problem>,
     pub changed: bool,
+    /// Files read from disk by this reload (unchanged files are not).
+    pub files_read: usize,
+    /// Files parsed and decoded (a file read again with the same content is not).
+    pub files_parsed: usize,
+    /// A file changed too recently to trust its stat: reload again soon,
+    /// even if nothing else changes, to read it once more.
+    pub recheck: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    read: usize,
+    parsed: usize,
 }
 
 impl ConfigStore {
@@ -52,45 +103,54 @@ impl ConfigStore {
     /// Reads every `*.yaml`, `*.yml` and `*.json` file under `dir`
     /// (recursively, skipping dot-files and dot-directories, following
     /// symlinks, so a mounted ConfigMap's `..data` layout is read once) and
-    /// applies the last-good rule against what was in force.
+    /// applies the last-good rule against what was in force. Only files
+    /// whose stat changed are read, and only those whose content changed
+    /// are parsed; an unchanged directory costs a scan.
     pub fn reload_dir(&mut self, dir: &Path) -> ReloadReport {
-        let mut problems = Vec::new();
-        let mut files = Vec::new();
-        if let Err(message) = collect_files(dir, 0, &mut files) {
-            problems.push(file_problem(dir, 0, message));
-            // An unreadable directory changes nothing: keep serving.
-            self.problems = problems.clone();
-            return report(problems, false);
+        let scan = match dir::scan(dir) {
+            Ok(scan) => scan,
+            Err(problem) => {
+                // An unreadable directory changes nothing: keep serving.
+                self.problems = vec![problem];
+                self.scan = None;
+                return report(self.problems.clone(), false, Counts::default(), false);
+            }
+        };
+        let settled = self.files.values().all(|f| f.stamp.is_some());
+        if settled && self.scan.as_ref() == Some(&scan) {
+            return report(self.problems.clone(), false, Counts::default(), false);
         }
-        files.sort();
-        self.apply(&files, problems)
+        let files = scan.files.iter().map(|f| (f.path.clone(), Some(f.stamp))).collect();
+        let skipped = scan.skipped.clone();
+        self.scan = Some(scan);
+        self.apply(files, skipped)
     }
 
     /// Loads files and directories (for the CLI verbs) into a new store.
+    /// Files named directly are read whatever they are (`/dev/stdin` too).
     pub fn load_paths(paths: &[PathBuf]) -> (ConfigStore, Vec<Problem>) {
         let mut store = ConfigStore::new();
         let mut problems = Vec::new();
         let mut files = Vec::new();
         for path in paths {
             if path.is_dir() {
-                let mut found = Vec::new();
-                match collect_files(path, 0, &mut found) {
-                    Ok(()) if found.is_empty() => {
-                        problems.push(file_problem(path, 0, "no *.yaml, *.yml or *.json files here".into()))
+                match dir::scan(path) {
+                    Ok(scan) => {
+                        if scan.files.is_empty() {
+                            problems.push(file_problem(path, 0, "no *.yaml, *.yml or *.json files here".into()));
+                        }
+                        files.extend(scan.files.into_iter().map(|f| (f.path, Some(f.stamp))));
+                        problems.extend(scan.skipped);
                     }
-                    Ok(()) => {
-                        found.sort();
-                        files.extend(found);
-                    }
-                    Err(message) => problems.push(file_problem(path, 0, message)),
+                    Err(problem) => problems.push(problem),
                 }
             } else {
-                files.push(path.clone());
+                files.push((path.clone(), None));
             }
         }
         let mut seen = BTreeSet::new();
-        files.retain(|f| seen.insert(f.clone()));
-        store.apply(&files, problems);
+        files.retain(|(f, _)| seen.insert(f.clone()));
+        store.apply(files, problems);
         let problems = store.problems.clone();
         (store, problems)
     }
@@ -147,54 +207,39 @@ impl ConfigStore {
         &self.docs
     }
 
-    fn apply(&mut self, files: &[PathBuf], mut problems: Vec<Problem>) -> ReloadReport {
-        let mut new_files = BTreeMap::new();
-        let mut rejected = Vec::new();
-        for file in files {
-            let previous = self.files.get(file);
-            let keep_previous = |problems: &mut Vec<Problem>| {
-                if let Some(docs) = previous {
-                    if !docs.is_empty() {
-                        problems.push(Problem {
-                            severity: Severity::Warning,
-                            ..file_problem(file, 0, format!("its last good {} document(s) stay in force", docs.len()))
-                        });
-                    }
-                }
-                previous.cloned()
-            };
-            let text = match read_file(file) {
-                Ok(text) => text,
-                Err(message) => {
-                    problems.push(file_problem(file, 0, message));
-                    if let Some(docs) = keep_previous(&mut problems) {
-                        new_files.insert(file.clone(), docs);
-                    }
-                    continue;
-                }
-            };
-            match parse_stream(&text) {
-                Ok(yaml) => {
-                    let previous = previous.map(Vec::as_slice).unwrap_or(&[]);
-                    let docs = decode_file(file, &yaml, previous, &mut problems, &mut rejected);
-                    new_files.insert(file.clone(), docs);
-                }
-                Err(e) => {
-                    problems.push(file_problem(file, e.line, e.message));
-                    if let Some(docs) = keep_previous(&mut problems) {
-                        new_files.insert(file.clone(), docs);
-                    }
-                }
-            }
+    /// Loads `files` in order (a stamp: found in a directory, with what its
+    /// stat said; `None`: named on the command line) against what was in
+    /// force, and makes the result the documents in force.
+    fn apply(&mut self, files: Vec<(PathBuf, Option<Stamp>)>, mut problems: Vec<Problem>) -> ReloadReport {
+        let before: Vec<(DocKey, u64)> =
+            self.docs.iter().map(|d| d.key.clone()).zip(self.serials.iter().copied()).collect();
+        // Every document in force goes back to the file that holds it; the
+        // documents of files that are gone go with the pool.
+        let mut pool: HashMap<DocKey, (Doc, u64)> = std::mem::take(&mut self.docs)
+            .into_iter()
+            .zip(std::mem::take(&mut self.serials))
+            .map(|(doc, serial)| (doc.key.clone(), (doc, serial)))
+            .collect();
+        let mut old_files = std::mem::take(&mut self.files);
+        let mut counts = Counts::default();
+        let mut loaded = Vec::with_capacity(files.len());
+        for (path, stamp) in files {
+            let previous = old_files.remove(&path).map(|state| state.take_docs(&mut pool));
+            let (state, docs) = self.load_file(&path, stamp, previous, &mut counts);
+            loaded.push((path, state, docs));
         }
+        drop(pool);
+
         // One document per key, as in Kubernetes: the first (by path) wins.
-        let mut by_key: BTreeMap<DocKey, Doc> = BTreeMap::new();
-        for docs in new_files.values() {
-            for doc in docs {
-                match by_key.get(&doc.key) {
-                    Some(first) => problems.push(Problem {
+        let mut in_force: BTreeMap<DocKey, (Doc, u64)> = BTreeMap::new();
+        let mut order = Vec::with_capacity(loaded.len());
+        for (path, mut state, docs) in loaded {
+            problems.extend(state.problems.iter().cloned());
+            for (doc, serial) in docs {
+                if let Some((first, _)) = in_force.get(&doc.key) {
+                    problems.push(Problem {
                         file: doc.file.clone(),
-                        line: name_line(doc),
+                        line: name_line(&doc),
                         document: doc.key.to_string(),
                         field: "metadata.name".into(),
                         message: format!(
@@ -204,29 +249,156 @@ impl ConfigStore {
                             name_line(first)
                         ),
                         severity: Severity::Error,
-                    }),
-                    None => {
-                        by_key.insert(doc.key.clone(), doc.clone());
-                    }
+                    });
+                    state.docs.push(Slot::Shadowed(doc, serial));
+                } else {
+                    state.docs.push(Slot::InForce(doc.key.clone()));
+                    in_force.insert(doc.key.clone(), (doc, serial));
                 }
             }
+            order.push(path.clone());
+            self.files.insert(path, state);
         }
-        let docs: Vec<Doc> = by_key.into_values().collect();
-        let mut checked = docs.clone();
-        checked.extend(rejected);
-        problems.extend(check_references(&checked));
+        let (mut docs, serials): (Vec<Doc>, Vec<u64>) = in_force.into_values().unzip();
+
+        // References are checked over the rejected documents too (so one
+        // pass of `validate` reports every error); lent by their files.
+        let served = docs.len();
+        let mut lent = Vec::with_capacity(order.len());
+        for path in &order {
+            if let Some(state) = self.files.get_mut(path) {
+                lent.push(state.rejected.len());
+                docs.append(&mut state.rejected);
+            }
+        }
+        problems.extend(check_references(&docs));
+        let mut rejected = docs.split_off(served);
+        for (path, n) in order.iter().zip(lent).rev() {
+            if let Some(state) = self.files.get_mut(path) {
+                state.rejected = rejected.split_off(rejected.len() - n);
+            }
+        }
+
         problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-        let changed = docs != self.docs;
-        self.files = new_files;
+        let changed = !docs.iter().map(|d| &d.key).zip(&serials).eq(before.iter().map(|(k, s)| (k, s)));
+        let recheck = self.files.values().any(|f| f.stamp.is_none());
         self.docs = docs;
+        self.serials = serials;
         self.problems = problems.clone();
-        report(problems, changed)
+        report(problems, changed, counts, recheck)
+    }
+
+    /// One file against its previous state (and documents): not read when
+    /// its stamp is unchanged, not parsed when its content is.
+    fn load_file(
+        &mut self,
+        path: &Path,
+        stamp: Option<Stamp>,
+        previous: Option<(FileState, Vec<(Doc, u64)>)>,
+        counts: &mut Counts,
+    ) -> (FileState, Vec<(Doc, u64)>) {
+        let (state, prev_docs) = match previous {
+            Some((state, docs)) => (Some(state), docs),
+            None => (None, Vec::new()),
+        };
+        let state = match state {
+            Some(state) if stamp.is_some() && state.stamp == stamp => return (state, prev_docs),
+            other => other,
+        };
+        let failed = |line: usize, message: String, stamp: Option<Stamp>, prev_docs: Vec<(Doc, u64)>| {
+            let mut problems = vec![file_problem(path, line, message)];
+            keep_previous(path, &prev_docs, &mut problems);
+            (FileState { stamp, digest: None, problems, rejected: Vec::new(), docs: Vec::new() }, prev_docs)
+        };
+        if let Some(size) = stamp.map(|s| s.size()).filter(|size| *size > MAX_FILE_BYTES) {
+            return failed(0, over_limit(size), stamp, prev_docs);
+        }
+        counts.read += 1;
+        let read_at = SystemTime::now();
+        let read = match stamp {
+            Some(_) => read_found(path),
+            None => read_named(path),
+        };
+        let (bytes, read_stamp) = match read {
+            Ok(read) => read,
+            // Unreadable as of this stamp: tried again once the stat changes.
+            Err(message) => return failed(0, message, stamp, prev_docs),
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let stamp = read_stamp.filter(|s| !s.is_racy(read_at));
+        if let Some(mut state) = state.filter(|s| s.digest == Some(digest)) {
+            state.stamp = stamp;
+            return (state, prev_docs);
+        }
+        counts.parsed += 1;
+        let mut problems = Vec::new();
+        let mut rejected = Vec::new();
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let line = line_at(&e.as_bytes()[..at]);
+                return failed(line, format!("not UTF-8 text (byte {at})"), stamp, prev_docs);
+            }
+        };
+        if let Some((at, c)) = text.char_indices().find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+            let line = line_at(&text.as_bytes()[..at]);
+            let message = format!("control character {:?} (byte {at}): binary data, not YAML or JSON", c);
+            return failed(line, message, stamp, prev_docs);
+        }
+        let docs = match parse_stream(&text) {
+            Err(e) => {
+                problems.push(file_problem(path, e.line, e.message));
+                keep_previous(path, &prev_docs, &mut problems);
+                prev_docs
+            }
+            Ok(yaml) => {
+                let source = Source::new(text);
+                let decoded = decode_file(path, &source, yaml, &prev_docs, &mut problems, &mut rejected);
+                // The documents stay as long as they are in force, but were
+                // built among the parse's short-lived allocations, pinning
+                // the pages those leave free. Copied now, they lie together.
+                let docs: Vec<Doc> = decoded.to_vec();
+                drop(decoded);
+                // A document as it was keeps its serial: nothing changed for it.
+                let before: HashMap<&DocKey, &(Doc, u64)> = prev_docs.iter().map(|d| (&d.0.key, d)).collect();
+                docs.into_iter()
+                    .map(|doc| {
+                        let serial = match before.get(&doc.key) {
+                            Some((old, serial)) if *old == doc => *serial,
+                            _ => self.serial(),
+                        };
+                        (doc, serial)
+                    })
+                    .collect()
+            }
+        };
+        (FileState { stamp, digest: Some(digest), problems, rejected, docs: Vec::new() }, docs)
+    }
+
+    fn serial(&mut self) -> u64 {
+        self.next_serial += 1;
+        self.next_serial
     }
 }
 
-fn report(problems: Vec<Problem>, changed: bool) -> ReloadReport {
+impl FileState {
+    /// Takes the file's documents back: those in force from `pool`.
+    fn take_docs(mut self, pool: &mut HashMap<DocKey, (Doc, u64)>) -> (FileState, Vec<(Doc, u64)>) {
+        let docs = std::mem::take(&mut self.docs)
+            .into_iter()
+            .filter_map(|slot| match slot {
+                Slot::InForce(key) => pool.remove(&key),
+                Slot::Shadowed(doc, serial) => Some((doc, serial)),
+            })
+            .collect();
+        (self, docs)
+    }
+}
+
+fn report(problems: Vec<Problem>, changed: bool, counts: Counts, recheck: bool) -> ReloadReport {
     let (errors, warnings) = problems.into_iter().partition(Problem::is_error);
-    ReloadReport { errors, warnings, changed }
+    ReloadReport { errors, warnings, changed, files_read: counts.read, files_parsed: counts.parsed, recheck }
 }
 
 fn file_problem(file: &Path, line: usize, message: String) -> Problem {
@@ -240,13 +412,60 @@ fn file_problem(file: &Path, line: usize, message: String) -> Problem {
     }
 }
 
-fn read_file(file: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!("file is {} bytes, over the {MAX_FILE_BYTES}-byte limit", meta.len()));
+/// The warning that a file's previous documents stay in force.
+fn keep_previous(file: &Path, previous: &[(Doc, u64)], problems: &mut Vec<Problem>) {
+    if !previous.is_empty() {
+        problems.push(Problem {
+            severity: Severity::Warning,
+            ..file_problem(file, 0, format!("its last good {} document(s) stay in force", previous.len()))
+        });
     }
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+}
+
+/// The 1-based line that the byte after `before` is on.
+fn line_at(before: &[u8]) -> usize {
+    1 + before.iter().filter(|b| **b == b'\n').count()
+}
+
+fn over_limit(size: u64) -> String {
+    format!("file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
+}
+
+/// A file found in a config directory. Opened without blocking and refused
+/// unless regular (it may have become a FIFO since the scan); its stat is
+/// taken from the open file, so it describes exactly what was read.
+fn read_found(file: &Path) -> Result<(Vec<u8>, Option<Stamp>), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = opened.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    Ok((read_bounded(opened, meta.len())?, Some(Stamp::of(&meta))))
+}
+
+/// A file named on the command line: whatever it is (a pipe, `/dev/stdin`).
+fn read_named(file: &Path) -> Result<(Vec<u8>, Option<Stamp>), String> {
+    let opened = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    let meta = opened.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if meta.is_file() && meta.len() > MAX_FILE_BYTES {
+        return Err(over_limit(meta.len()));
+    }
+    Ok((read_bounded(opened, meta.len())?, meta.is_file().then(|| Stamp::of(&meta))))
+}
+
+/// At most [`MAX_FILE_BYTES`] (a file may grow while it is read).
+fn read_bounded(file: std::fs::File, size: u64) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::with_capacity(usize::try_from(size.min(MAX_FILE_BYTES)).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("file is over the {MAX_FILE_BYTES}-byte limit"));
+    }
+    Ok(bytes)
 }
 
 /// Decodes the documents of one file that parsed, applying the last-good
@@ -256,16 +475,18 @@ fn read_file(file: &Path) -> Result<String, String> {
 /// `validate` reports every error.
 fn decode_file(
     file: &Path,
-    yaml: &[super::yaml::Document],
-    previous: &[Doc],
+    source: &Arc<Source>,
+    yaml: Vec<Document>,
+    previous: &[(Doc, u64)],
     problems: &mut Vec<Problem>,
     rejected: &mut Vec<Doc>,
 ) -> Vec<Doc> {
     let mut docs: Vec<Doc> = Vec::new();
-    for y in &expand_lists(yaml) {
+    for (index, y) in expand_lists(yaml).into_iter().enumerate() {
         let mut findings = Findings::default();
         let mut label = String::new();
-        let decoded = match decode_document(&y.root, y.line, file, &mut findings, &mut label) {
+        let tree = Tree::new(source, index);
+        let decoded = match decode_document(&y.root, tree, y.line, file, &mut findings, &mut label) {
             Decoded::Valid(doc) => {
                 check_document(&doc, &mut findings);
                 if findings.has_errors() {
@@ -305,7 +526,7 @@ fn decode_file(
                 }
             }
             Decoded::Invalid { key: Some(key) } => {
-                if let Some(last_good) = previous.iter().find(|d| d.key == key) {
+                if let Some((last_good, _)) = previous.iter().find(|(d, _)| d.key == key) {
                     problems.push(Problem {
                         file: file.to_path_buf(),
                         line: y.line,
@@ -325,59 +546,6 @@ fn decode_file(
     docs
 }
 
-/// `kind: List` documents (what `kubectl get -o yaml` writes) become their
-/// `items`, each a document of its own with its own lines.
-fn expand_lists(yaml: &[super::yaml::Document]) -> Vec<super::yaml::Document> {
-    use super::yaml::{Document, NodeKind};
-    let mut out = Vec::with_capacity(yaml.len());
-    for doc in yaml {
-        let NodeKind::Map(entries) = &doc.root.kind else {
-            out.push(doc.clone());
-            continue;
-        };
-        let scalar = |key: &str| {
-            entries.iter().find(|e| e.key == key).and_then(|e| match &e.value.kind {
-                NodeKind::Scalar { value, .. } => Some(value.as_str()),
-                _ => None,
-            })
-        };
-        let items = entries.iter().find(|e| e.key == "items").map(|e| &e.value.kind);
-        match (scalar("kind"), items) {
-            (Some("List"), Some(NodeKind::Seq(items))) => {
-                out.extend(items.iter().map(|item| Document { line: item.line, root: item.clone() }))
-            }
-            _ => out.push(doc.clone()),
-        }
-    }
-    out
-}
-
 fn name_line(doc: &Doc) -> usize {
     line_of(&doc.tree, "metadata.name").unwrap_or(doc.line)
-}
-
-fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read directory: {e}"))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        // metadata() follows symlinks: a ConfigMap's `file.yaml -> ..data/file.yaml`.
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
-        if meta.is_dir() {
-            if depth < MAX_DIR_DEPTH {
-                collect_files(&path, depth + 1, out)?;
-            }
-        } else if meta.is_file() && is_config_file(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn is_config_file(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }

@@ -114,13 +114,16 @@ pub fn parse_stream(text: &str) -> Result<Vec<Document>, YamlError> {
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { line, anchor, items }) => {
+                Some(Frame::Seq { line, anchor, mut items }) => {
+                    // Growth leaves room for 4 and doubles: a large file's tree is mostly slack.
+                    items.shrink_to_fit();
                     remember(&mut anchors, anchor, Node { line, kind: NodeKind::Seq(items) })
                 }
                 _ => return Err(YamlError { line, message: "YAML structure error: unbalanced sequence".into() }),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { line, anchor, entries, .. }) => {
+                Some(Frame::Map { line, anchor, mut entries, .. }) => {
+                    entries.shrink_to_fit();
                     remember(&mut anchors, anchor, Node { line, kind: NodeKind::Map(entries) })
                 }
                 _ => return Err(YamlError { line, message: "YAML structure error: unbalanced mapping".into() }),

@@ -132,6 +132,7 @@ pub fn run(command: ServerCommand) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    super::memory::tune();
     // Bad TLS files fail the start before anything listens.
     let tls = tls::load(&args.tls)?;
     let mut grpc_builder = grpc_server_builder(tls.as_ref())?;
@@ -177,9 +178,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
     // The first load completes before any proxy is served, so no proxy ever
     // receives the config of an empty directory.
-    let loaded = dir_watch::fingerprint_blocking(&config_dir).await;
-    dir_watch::load(&config_dir, &shared, &publish).await;
-    let watcher = tokio::spawn(dir_watch::watch_dir(config_dir, shared.clone(), publish, loaded, stopped.clone()));
+    let dir_watch = dir_watch::DirWatch::start(&config_dir).await;
+    let recheck = dir_watch::load(&config_dir, &shared, &publish).await;
+    let watcher = tokio::spawn(dir_watch.run(shared.clone(), publish, recheck, stopped.clone()));
 
     let service = EcdsServer::new(Ecds::new(shared.clone()), args.max_request_bytes);
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));

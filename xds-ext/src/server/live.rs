@@ -39,8 +39,19 @@ impl ConfigSource for LiveConfig {
     fn reload(&self, dir: &Path) -> Reload {
         let mut store = self.store.write().unwrap_or_else(PoisonError::into_inner);
         let report = store.reload_dir(dir);
+        drop(store);
+        if report.files_parsed > 0 {
+            // Parsing a large file leaves freed memory glibc keeps for itself.
+            super::memory::release();
+        }
         let problems = report.errors.iter().chain(&report.warnings).map(view).collect();
-        Reload { problems, changed: report.changed }
+        Reload {
+            problems,
+            changed: report.changed,
+            files_read: report.files_read,
+            files_parsed: report.files_parsed,
+            recheck: report.recheck,
+        }
     }
 }
 

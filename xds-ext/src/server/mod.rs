@@ -9,9 +9,10 @@
 //! - [`grpc`]: that service on the wire, with small per-stream buffers;
 //! - [`tls`]: optional TLS and mTLS on that port, its files checked at start;
 //! - [`spiffe`]: with mTLS, each stream's node bound to its certificate's SPIFFE ID;
-//! - [`watch`]: polls and debounces the config directory, publishes generations;
+//! - [`watch`]: watches (inotify, stat scans) and debounces the config directory, publishes generations;
 //! - [`small_map`]: the per-stream map of resources, small at 10 000 streams;
 //! - [`registry`]: connected proxies and metrics; [`admin`]: their HTTP views;
+//! - [`memory`]: glibc's malloc, told to give freed memory back;
 //! - [`live`]: the config side ([`crate::config::ConfigStore`]) behind those traits;
 //! - [`cli`]: `serve` and `status`.
 
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod ecds;
 pub mod grpc;
 pub mod live;
+pub mod memory;
 pub mod registry;
 pub mod resources;
 pub mod small_map;

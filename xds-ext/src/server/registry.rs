@@ -182,7 +182,10 @@ pub struct Metrics {
     /// Streams ended with PERMISSION_DENIED: a client certificate that does not name the node.
     pub streams_denied: AtomicU64,
     pub reloads: AtomicU64,
-    pub reload_failures: AtomicU64,
+    /// Errors found by loads, each counted when it first appears.
+    pub errors_found: AtomicU64,
+    pub files_read: AtomicU64,
+    pub files_parsed: AtomicU64,
     pub ready: AtomicBool,
     latency: Mutex<Histogram>,
     problems: Mutex<Vec<ProblemView>>,
@@ -250,8 +253,20 @@ impl Metrics {
         counter(
             &mut out,
             "xds_ext_config_reload_errors_total",
-            "Loads of the config directory that found errors.",
-            &self.reload_failures,
+            "Errors found in the config directory, each counted once: when a load first finds it.",
+            &self.errors_found,
+        );
+        counter(
+            &mut out,
+            "xds_ext_config_files_read_total",
+            "Config files read by loads (a file whose stat is unchanged is not read again).",
+            &self.files_read,
+        );
+        counter(
+            &mut out,
+            "xds_ext_config_files_parsed_total",
+            "Config files parsed by loads (a file read again with the same content is not parsed again).",
+            &self.files_parsed,
         );
 
         {

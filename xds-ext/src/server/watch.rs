@@ -1,27 +1,41 @@
 //! Watching the config directory (a mounted ConfigMap in Kubernetes).
 //!
-//! Polls every 100 ms and fingerprints the files' names and contents, so
-//! edits in place, new files, removals and a ConfigMap's `..data` symlink
-//! swap all count, and an unchanged directory costs a few small reads.
+//! inotify (the `notify` crate, recursive, symlinks not followed) says when
+//! anything under the directory changes; a stat-only scan every second
+//! backs it up (a symlinked file outside the directory, a watch lost when
+//! the directory itself is replaced), and stands in for it every 100 ms
+//! where inotify is unavailable (no instances left, a file system without
+//! it). A scan reads no file: it lists the config files with what `stat`
+//! says of each, so edits in place, new files, removals and a ConfigMap's
+//! `..data` symlink swap (which gives every key a new inode) all count.
 //! Changes are debounced as istiod does: load once the directory has been
 //! quiet for 100 ms, or 10 s after the first change at the latest. A load
-//! that changed anything publishes a new generation; every stream then
+//! reads only the files whose stat changed and parses only those whose
+//! content did ([`crate::config::ConfigStore::reload_dir`]); one that
+//! changed anything publishes a new generation, and every stream then
 //! re-reads its workload's resources and pushes what differs.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::{watch, Notify};
 
 use super::cache::{Generation, Render};
 use super::ecds::Shared;
 use super::log;
 use super::registry::ProblemView;
+use crate::config::dir::{self, Scan};
+use crate::config::Problem;
 
+/// The stat-only scan where inotify is unavailable.
 pub const POLL: Duration = Duration::from_millis(100);
+/// The stat-only scan beside inotify.
+pub const BACKSTOP: Duration = Duration::from_secs(1);
 pub const QUIET: Duration = Duration::from_millis(100);
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
 
@@ -37,10 +51,17 @@ pub struct Reload {
     pub problems: Vec<ProblemView>,
     /// Whether the config any workload could receive changed.
     pub changed: bool,
+    /// Files read from disk, and files parsed, by this load.
+    pub files_read: usize,
+    pub files_parsed: usize,
+    /// Load again soon even without a change: a file changed too recently
+    /// for its stat to be trusted.
+    pub recheck: bool,
 }
 
-/// Loads `dir` once (the first load, before serving) and publishes the result.
-pub async fn load<S: ConfigSource>(dir: &Path, shared: &Arc<Shared<S>>, publish: &watch::Sender<Generation>) {
+/// Loads `dir` once and publishes the result; the first load completes
+/// before any proxy is served. Returns whether to load again soon.
+pub async fn load<S: ConfigSource>(dir: &Path, shared: &Arc<Shared<S>>, publish: &watch::Sender<Generation>) -> bool {
     let reload = {
         let shared = shared.clone();
         let dir = dir.to_path_buf();
@@ -50,142 +71,271 @@ pub async fn load<S: ConfigSource>(dir: &Path, shared: &Arc<Shared<S>>, publish:
         Ok(r) => r,
         Err(e) => {
             log(format_args!("loading {} failed: {e}", dir.display()));
-            return;
+            return false;
         }
     };
     let metrics = &shared.metrics;
     metrics.reloads.fetch_add(1, Ordering::Relaxed);
+    metrics.files_read.fetch_add(reload.files_read as u64, Ordering::Relaxed);
+    metrics.files_parsed.fetch_add(reload.files_parsed as u64, Ordering::Relaxed);
+    let previous = metrics.problems();
+    // A problem still there from the last load is neither logged nor
+    // counted again (its line may move as the file around it is edited).
+    let known: HashSet<_> = previous.iter().map(identity).collect();
+    let new: Vec<&ProblemView> = reload.problems.iter().filter(|p| !known.contains(&identity(p))).collect();
+    let new_errors = new.iter().filter(|p| p.severity == "error").count();
+    metrics.errors_found.fetch_add(new_errors as u64, Ordering::Relaxed);
+    for p in &new {
+        // A warning's text says so itself.
+        let error = if p.severity == "error" { "error: " } else { "" };
+        log(format_args!("config {error}{}", p.text));
+    }
     let errors = reload.problems.iter().filter(|p| p.severity == "error").count();
-    if errors > 0 {
-        metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
-    }
-    for p in &reload.problems {
-        log(format_args!("config {}: {}", p.severity, p.text));
-    }
     log(format_args!(
-        "loaded {}: {errors} error(s), {} warning(s){}",
+        "loaded {}: {errors} error(s), {} warning(s) ({} new); {} file(s) read, {} parsed{}",
         dir.display(),
         reload.problems.len() - errors,
-        if reload.changed { ", config changed" } else { "" }
+        new.len(),
+        reload.files_read,
+        reload.files_parsed,
+        if reload.changed { "; config changed" } else { "" }
     ));
-    let problems_changed = metrics.problems() != reload.problems;
+    let problems_changed = previous != reload.problems;
     metrics.set_problems(reload.problems);
     // New problems change what status views show even when no config changed.
     publish.send_if_modified(|generation| {
         if reload.changed || problems_changed {
             *generation = Generation { id: generation.id + 1, at: Instant::now() };
+            if !reload.changed {
+                // Only the problems changed: nothing to render again.
+                shared.cache.same_config(generation.id);
+            }
             true
         } else {
             false
         }
     });
     metrics.ready.store(true, Ordering::Relaxed);
+    reload.recheck
 }
 
-/// Watches `dir` (whose content last loaded had fingerprint `loaded`) until `shutdown` turns true, loading after each debounced change.
-pub async fn watch_dir<S: ConfigSource>(
+/// What makes two problems the same one across loads: all but the line.
+fn identity(p: &ProblemView) -> (&str, &str, &str, &str, &str) {
+    (p.severity, &p.file, &p.document, &p.field, &p.message)
+}
+
+/// The watch on a config directory, set up before its first load so no
+/// change after that load's scan can go unseen.
+pub struct DirWatch {
     dir: PathBuf,
-    shared: Arc<Shared<S>>,
-    publish: watch::Sender<Generation>,
-    mut loaded: String,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    // (fingerprint, first change seen, last change seen)
-    let mut pending: Option<(String, Instant, Instant)> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let now = Instant::now();
-        let current = fingerprint_blocking(&dir).await;
-        pending = match pending {
-            _ if current == loaded => None,
-            None => Some((current, now, now)),
-            Some((seen, first, _)) if seen != current => Some((current, first, now)),
-            same => same,
-        };
-        if let Some((fingerprint, first, last)) = &pending {
-            if now.duration_since(*last) >= QUIET || now.duration_since(*first) >= MAX_DELAY {
-                loaded = fingerprint.clone();
-                pending = None;
-                load(&dir, &shared, &publish).await;
-            }
-        }
-    }
+    wake: Arc<Notify>,
+    /// `None` where inotify is unavailable: the scans stand in for it.
+    inotify: Option<notify::RecommendedWatcher>,
+    /// The directory as scanned just before the last load.
+    seen: Result<Scan, Problem>,
 }
 
-pub async fn fingerprint_blocking(dir: &Path) -> String {
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || fingerprint(&dir)).await.unwrap_or_default()
-}
-
-/// A hash of every file's path and content under `dir`, following symlinks
-/// and skipping hidden entries (a ConfigMap's `..data` and `..<timestamp>`
-/// directories are reached through the visible symlinks). An unreadable
-/// directory has a fingerprint too, so its loss is a change.
-pub fn fingerprint(dir: &Path) -> String {
-    let mut hasher = Sha256::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let mut entries = match std::fs::read_dir(&path) {
-            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>(),
+impl DirWatch {
+    pub async fn start(dir: &Path) -> DirWatch {
+        let wake = Arc::new(Notify::new());
+        let inotify = match start_inotify(dir, wake.clone()) {
+            Ok(watcher) => Some(watcher),
             Err(e) => {
-                hasher.update(format!("error {}: {}\n", path.display(), e.kind()).as_bytes());
-                continue;
+                log(format_args!(
+                    "watching {}: inotify unavailable ({e}); scanning every {} ms instead",
+                    dir.display(),
+                    POLL.as_millis()
+                ));
+                None
             }
         };
-        entries.sort();
-        for entry in entries {
-            let hidden = entry.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
-            if hidden {
-                continue;
-            }
-            if entry.is_dir() {
-                stack.push(entry);
-                continue;
-            }
-            hasher.update(entry.to_string_lossy().as_bytes());
-            match std::fs::read(&entry) {
-                Ok(bytes) => {
-                    hasher.update((bytes.len() as u64).to_le_bytes());
-                    hasher.update(&bytes);
+        let seen = scan_blocking(dir).await;
+        DirWatch { dir: dir.to_path_buf(), wake, inotify, seen }
+    }
+
+    /// Loads after each debounced change until `shutdown` turns true. `recheck`:
+    /// the first load asked to load again soon.
+    pub async fn run<S: ConfigSource>(
+        mut self,
+        shared: Arc<Shared<S>>,
+        publish: watch::Sender<Generation>,
+        recheck: bool,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let period = if self.inotify.is_some() { BACKSTOP } else { POLL };
+        let mut scans = tokio::time::interval(period);
+        scans.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        scans.tick().await;
+        // (first change seen, last change seen)
+        let now = Instant::now();
+        let mut pending: Option<(Instant, Instant)> = recheck.then_some((now, now));
+        loop {
+            let due = pending.map(|(first, last)| (last + QUIET).min(first + MAX_DELAY));
+            let woken = tokio::select! {
+                _ = self.wake.notified() => Woken::Event,
+                _ = scans.tick() => Woken::Scan,
+                _ = sleep_until(due) => Woken::Due,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let changed = match woken {
+                Woken::Event => true,
+                Woken::Due => false,
+                Woken::Scan => {
+                    let scan = scan_blocking(&self.dir).await;
+                    let changed = scan != self.seen;
+                    self.seen = scan;
+                    changed
                 }
-                Err(e) => hasher.update(format!("unreadable: {}\n", e.kind()).as_bytes()),
+            };
+            let now = Instant::now();
+            if changed {
+                pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+            }
+            let Some((first, last)) = pending else { continue };
+            if now.duration_since(last) < QUIET && now.duration_since(first) < MAX_DELAY {
+                continue;
+            }
+            pending = None;
+            self.seen = scan_blocking(&self.dir).await;
+            if load(&self.dir, &shared, &publish).await {
+                pending = Some((now, now));
+            }
+            if self.inotify.is_none() {
+                // inotify may be back (instances freed); a directory that
+                // was missing may exist now.
+                self.inotify = start_inotify(&self.dir, self.wake.clone()).ok();
             }
         }
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+enum Woken {
+    Event,
+    Scan,
+    Due,
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn start_inotify(dir: &Path, wake: Arc<Notify>) -> notify::Result<notify::RecommendedWatcher> {
+    let handler = move |event: notify::Result<notify::Event>| {
+        // Opening and reading (ours included) are not changes; an error
+        // (the event queue overflowed) may hide one.
+        let matters = match &event {
+            Ok(event) => match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                EventKind::Access(_) => false,
+                _ => true,
+            },
+            Err(_) => true,
+        };
+        if matters {
+            wake.notify_one();
+        }
+    };
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
+    watcher.watch(dir, RecursiveMode::Recursive)?;
+    Ok(watcher)
+}
+
+pub async fn scan_blocking(dir: &Path) -> Result<Scan, Problem> {
+    let dir = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || dir::scan(&dir)).await {
+        Ok(scan) => scan,
+        Err(e) => Err(Problem {
+            file: PathBuf::new(),
+            line: 0,
+            document: String::new(),
+            field: String::new(),
+            message: format!("scanning failed: {e}"),
+            severity: crate::config::Severity::Error,
+        }),
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::server::cache::Cache;
+    use crate::server::live::LiveConfig;
+    use crate::server::resources::Modules;
+    use std::os::unix::fs::symlink;
 
-    #[test]
-    fn fingerprints_follow_content_and_configmap_symlink_swaps() {
-        let root = &std::env::temp_dir().join(format!("xds-ext-watch-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(root);
-        std::fs::create_dir(root).unwrap();
-        std::fs::create_dir(root.join("..2024_01")).unwrap();
-        std::fs::write(root.join("..2024_01/vs.yaml"), "a: 1\n").unwrap();
-        std::os::unix::fs::symlink("..2024_01", root.join("..data")).unwrap();
-        std::os::unix::fs::symlink("..data/vs.yaml", root.join("vs.yaml")).unwrap();
-        let first = fingerprint(root);
-        assert_eq!(first, fingerprint(root));
+    fn vs(subset: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  \
+             hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, port: {{number: 9080}}}}\n      \
+             headers: {{request: {{set: {{x-subset: {subset}}}}}}}\n"
+        )
+    }
 
-        // kubelet's update: a new timestamped dir, then `..data` swapped atomically.
-        std::fs::create_dir(root.join("..2024_02")).unwrap();
-        std::fs::write(root.join("..2024_02/vs.yaml"), "a: 2\n").unwrap();
-        std::os::unix::fs::symlink("..2024_02", root.join("..data_tmp")).unwrap();
+    /// kubelet's update of a ConfigMap volume holding `vs.yaml`.
+    fn project(root: &Path, stamp: &str, text: &str) {
+        std::fs::create_dir(root.join(stamp)).unwrap();
+        std::fs::write(root.join(stamp).join("vs.yaml"), text).unwrap();
+        symlink(stamp, root.join("..data_tmp")).unwrap();
         std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
-        let second = fingerprint(root);
-        assert_ne!(first, second);
+    }
 
-        std::fs::write(root.join("extra.yaml"), "").unwrap();
-        assert_ne!(second, fingerprint(root));
-        assert_ne!(fingerprint(&root.join("missing")), fingerprint(root));
-        std::fs::remove_dir_all(root).unwrap();
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A ConfigMap swap is loaded once, through inotify or through the scans
+    /// alone; the loads' own reads do not count as changes.
+    async fn a_configmap_swap_is_loaded_once(inotify: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        project(root, "..v1", &vs("v1"));
+        symlink("..data/vs.yaml", root.join("vs.yaml")).unwrap();
+        let (publish, generation) = watch::channel(Generation::first());
+        let (stop, stopped) = watch::channel(false);
+        let cache = Cache::new(LiveConfig::new(), Modules::local(Path::new("/m")));
+        let shared = Arc::new(Shared::new(cache, generation.clone(), stopped.clone(), 10));
+        let mut watcher = DirWatch::start(root).await;
+        if !inotify {
+            watcher.inotify = None;
+        }
+        assert_eq!(watcher.inotify.is_some(), inotify);
+        let recheck = load(root, &shared, &publish).await;
+        let task = tokio::spawn(watcher.run(shared.clone(), publish, recheck, stopped));
+        let reloads = || shared.metrics.reloads.load(Ordering::Relaxed);
+        // A file read within the racy window is read again once: settle.
+        tokio::time::sleep(QUIET * 3 + BACKSTOP.min(POLL * 3)).await;
+        let settled = reloads();
+        let read = shared.metrics.files_read.load(Ordering::Relaxed);
+
+        project(root, "..v2", &vs("v2"));
+        wait_for("the swap loaded", || generation.borrow().id > 1).await;
+        let after_swap = reloads();
+        assert!(after_swap > settled);
+        assert!(shared.metrics.files_read.load(Ordering::Relaxed) > read);
+        // Longer than a scan period and the debounce: nothing more happens.
+        tokio::time::sleep(QUIET * 3 + if inotify { BACKSTOP } else { POLL * 3 }).await;
+        // (The swap's files were written a debounce before their read: not racy.)
+        assert_eq!(reloads(), after_swap, "loads without a change");
+        let _ = stop.send(true);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn inotify_sees_a_configmap_swap() {
+        a_configmap_swap_is_loaded_once(true).await;
+    }
+
+    #[tokio::test]
+    async fn the_scans_alone_see_a_configmap_swap() {
+        a_configmap_swap_is_loaded_once(false).await;
     }
 }
