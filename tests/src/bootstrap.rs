@@ -276,6 +276,35 @@ pub fn ecds_http_filter(name: &str, xds_cluster: &str) -> Value {
     })
 }
 
+/// What a Switchyard HTTP filter declared over ECDS runs until its first
+/// config arrives, as the manifests and example bootstraps declare it
+/// (docs/xds-ext.md, "Before the first config"): a filter holding the
+/// egress policy (`switchyard.http`, `switchyard.egress`) fails closed (RBAC
+/// allowing nothing: 403), the others fail open (RBAC without rules: the
+/// request passes unchanged and takes Envoy's own routes).
+pub fn default_http_config(resource: &str) -> Value {
+    let rbac = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+    match resource {
+        "switchyard.http" | "switchyard.egress" => json!({"@type": rbac, "rules": {"action": "ALLOW"}}),
+        _ => json!({"@type": rbac}),
+    }
+}
+
+/// [`ecds_http_filter`] with its [`default_http_config`], which Envoy runs
+/// once `initial_fetch_timeout` has passed without a config.
+pub fn ecds_http_filter_with_default(name: &str, xds_cluster: &str, initial_fetch_timeout: &str) -> Value {
+    let mut source = ecds_config_source(xds_cluster, false);
+    source["initial_fetch_timeout"] = json!(initial_fetch_timeout);
+    json!({
+        "name": name,
+        "config_discovery": {
+            "config_source": source,
+            "default_config": default_http_config(name),
+            "type_urls": [HTTP_WASM_TYPE, "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"],
+        },
+    })
+}
+
 /// A network (L4) wasm filter whose config comes over ECDS from `xds_cluster`.
 pub fn ecds_network_filter(name: &str, xds_cluster: &str) -> Value {
     json!({

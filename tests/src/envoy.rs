@@ -316,6 +316,14 @@ impl Envoy {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Resident memory (`VmRSS` of /proc/PID/status) in KiB; `None` once the
+    /// process is gone.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+        line.trim().trim_end_matches("kB").trim().parse().ok()
+    }
+
     /// This instance's temp dir (bootstrap.json, envoy.log, admin.txt, ...).
     pub fn dir(&self) -> &Path {
         &self.root

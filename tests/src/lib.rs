@@ -7,6 +7,8 @@
 //! - [`http_client`] is a plain-HTTP client that never uses a proxy.
 //! - [`sidecar`]: the reviews sidecar whose routing filter comes from
 //!   xds-ext, shared by the xds-ext suites.
+//! - [`every_filter`]: a sidecar with every HTTP filter over ECDS from
+//!   xds-ext, for the churn, control-plane-loss and hostile-request suites.
 //! - [`xds_ext::XdsExt`] runs the real `xds-ext serve` with a temp config
 //!   directory, for Envoys that get their filters over ECDS.
 //! - [`envoyfilter`]: applies Istio EnvoyFilter patches to an istiod-shaped
@@ -20,6 +22,7 @@ pub mod bootstrap;
 pub mod echo;
 pub mod envoy;
 pub mod envoyfilter;
+pub mod every_filter;
 pub mod istiod;
 pub mod sidecar;
 pub mod tls;

@@ -114,12 +114,14 @@ pub(crate) struct ChainRoot<M> {
     context_id: u32,
     role: Role,
     next_flush: u128,
+    /// Envoy is done with this root but it stays for shadows in flight.
+    closing: bool,
     module: PhantomData<M>,
 }
 
 impl<M: Module> ChainRoot<M> {
     pub fn new(context_id: u32) -> Self {
-        ChainRoot { context_id, role: Role::Unconfigured, next_flush: 0, module: PhantomData }
+        ChainRoot { context_id, role: Role::Unconfigured, next_flush: 0, closing: false, module: PhantomData }
     }
 
     fn is_tls_root() -> bool {
@@ -154,6 +156,17 @@ impl<M: Module> ChainRoot<M> {
         }
         true
     }
+
+    /// A closing root whose last shadow is over lets Envoy delete it.
+    fn finish_closing(&mut self) {
+        if let (true, Role::Http(shared)) = (self.closing, &self.role) {
+            if shared.shadows.is_idle() {
+                self.closing = false;
+                flush_counters();
+                calls::root_done();
+            }
+        }
+    }
 }
 
 impl<M: Module> Context for ChainRoot<M> {
@@ -163,6 +176,25 @@ impl<M: Module> Context for ChainRoot<M> {
         if let (true, Role::Http(shared)) = (M::MIRROR, &self.role) {
             shared.shadows.on_response(token_id, num_headers, body_size);
         }
+        self.finish_closing();
+    }
+
+    /// Envoy is done with this root: a config push replaced its plugin (once
+    /// the last request under it ended), or the listener went. Copies still
+    /// queued are sent now, and the root stays (Envoy keeps it, its tick
+    /// and its calls) until each shadow in flight has its answer or timed
+    /// out: Envoy cancels the calls of a root it deletes, so returning true
+    /// here would drop them, and with them the copies of requests that
+    /// finished just before a push.
+    fn on_done(&mut self) -> bool {
+        flush_counters();
+        let Role::Http(shared) = &self.role else { return true };
+        if !M::MIRROR {
+            return true;
+        }
+        shared.shadows.dispatch(now_nanos(calls::current_time()));
+        self.closing = !shared.shadows.is_idle();
+        !self.closing
     }
 }
 
@@ -207,6 +239,7 @@ impl<M: Module> RootContext for ChainRoot<M> {
             next = next.min(deadline);
         }
         shared.timer.arm(next, now);
+        self.finish_closing();
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -86,6 +86,11 @@ impl Shadows {
         queue.len() == 1
     }
 
+    /// Nothing queued, nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.tracked() == 0
+    }
+
     pub fn has_queued(&self) -> bool {
         !self.queue.borrow().is_empty()
     }

@@ -162,6 +162,14 @@ pub fn dispatch_http_call(
     hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
 }
 
+/// Tells Envoy a root context that asked to stay (`on_done` returned
+/// false) has finished. Call it only then: the SDK panics on Envoy's
+/// `NotFound` for any other root.
+pub fn root_done() {
+    counted();
+    let _ = hostcalls::done();
+}
+
 pub fn close_downstream() {
     counted();
     let _ = hostcalls::close_downstream();
