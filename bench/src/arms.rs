@@ -282,6 +282,14 @@ fn mirror_policy() -> Value {
         {"name": "shadow-v3", "mirrors": [{"destination": dest("v3"), "percentage": 100}]}]}]})
 }
 
+/// Mirror with comparison (issue 14): the same shadow, each answer compared
+/// with the primary's by status, a header and the first 4 KiB of the body.
+fn mirror_compare_policy() -> Value {
+    json!({"version": 1, "virtual_hosts": [{"name": HOST, "domains": [HOST], "routes": [
+        {"name": "shadow-v3", "mirrors": [{"destination": dest("v3"), "percentage": 100,
+            "compare": {"status": "exact", "headers": ["content-type"], "body_bytes": 4096}}]}]}]})
+}
+
 fn mirror_policies() -> Value {
     json!([{"cluster": V3, "runtime_fraction": {"default_value": hundred()}}])
 }
@@ -332,7 +340,10 @@ fn arm(name: &str, bootstrap: Value, end_user: &str) -> Arm {
 /// Arms whose module mirrors every request to v3 (the harness checks that
 /// the shadow cluster saw at least as many requests as were measured).
 pub fn mirrors(arm: &str) -> bool {
-    arm.ends_with("-mirror") || arm == "switchyard-combined" || arm == "switchyard-combined-x4"
+    arm.ends_with("-mirror")
+        || arm == "switchyard-mirror-compare"
+        || arm == "switchyard-combined"
+        || arm == "switchyard-combined-x4"
 }
 
 /// A request that matches no special rule (not jason, no user-N).
@@ -363,6 +374,11 @@ pub fn main_arms(m: &Modules, up: u16, matcher_sizes: &[usize]) -> Vec<Arm> {
             USER,
         ),
         arm("switchyard-mirror", bootstrap(json!([to(V1)]), vec![m.filter("mirror", &mirror_policy())], up), USER),
+        arm(
+            "switchyard-mirror-compare",
+            bootstrap(json!([to(V1)]), vec![m.filter("mirror", &mirror_compare_policy())], up),
+            USER,
+        ),
         arm("native-egress", bootstrap(json!([to(V1)]), vec![rbac_native()], up), USER),
         arm("switchyard-egress", bootstrap(json!([to(V1)]), vec![m.filter("egress", &egress_policy())], up), USER),
         arm("native-chain", bootstrap(routing_native_routes(true), vec![rbac_native(), fault_native()], up), USER),

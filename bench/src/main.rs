@@ -108,7 +108,7 @@ pub struct Opts {
 }
 
 /// The arms `--callgrind all` counts.
-const CALLGRIND_ARMS: [&str; 16] = [
+const CALLGRIND_ARMS: [&str; 17] = [
     "plain",
     "floor",
     "floor-4",
@@ -119,6 +119,7 @@ const CALLGRIND_ARMS: [&str; 16] = [
     "switchyard-fault",
     "native-mirror",
     "switchyard-mirror",
+    "switchyard-mirror-compare",
     "native-egress",
     "switchyard-egress",
     "native-chain",

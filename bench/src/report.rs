@@ -11,10 +11,11 @@ use crate::stats::Spread;
 use crate::{plot, RunData, Window};
 
 /// The arm pairs each rate scenario compares: `(scenario, native arm, switchyard arm)`.
-pub const SCENARIOS: [(&str, &str, &str); 7] = [
+pub const SCENARIOS: [(&str, &str, &str); 8] = [
     ("routing", "native-routing", "switchyard-routing"),
     ("fault (none applied)", "native-fault", "switchyard-fault"),
     ("mirror", "native-mirror", "switchyard-mirror"),
+    ("mirror with comparison", "native-mirror", "switchyard-mirror-compare"),
     ("egress", "native-egress", "switchyard-egress"),
     ("chain of four", "native-chain", "switchyard-chain"),
     ("combined chain (switchyard.wasm)", "native-chain", "switchyard-combined"),
@@ -345,6 +346,24 @@ pub fn targets(data: &RunData, cs: &[Comparison], delay: &[DelayAccuracy]) -> Ve
         "mirror vs native mirror",
         "primary p99 added ≤ 50 µs",
         p99("switchyard-mirror", "native-mirror"),
+        50.0,
+        0,
+        " µs",
+        &at_rate,
+    ));
+    t.push(verdict(
+        "mirror with comparison vs native mirror (issue 14)",
+        "CPU/request ≤ 1.25×",
+        ratio("switchyard-mirror-compare", "native-mirror"),
+        1.25,
+        2,
+        "×",
+        "",
+    ));
+    t.push(verdict(
+        "mirror with comparison vs native mirror (issue 14)",
+        "primary p99 added ≤ 50 µs",
+        p99("switchyard-mirror-compare", "native-mirror"),
         50.0,
         0,
         " µs",
