@@ -306,6 +306,61 @@ async fn missing_and_duplicate_host(sidecar: &ChainSidecar) {
     }
 }
 
+/// 1b. The same over HTTP/2, where the authority is `:authority` and a
+/// `host` header may contradict it.
+async fn h2_authority(sidecar: &ChainSidecar) {
+    // Neither `:authority` nor `host` (hyper sends a path-only URI with no
+    // `:scheme` or `:authority`): a malformed request (RFC 9113 8.3.1),
+    // which Envoy's h2 codec refuses before any filter runs, resetting the
+    // connection: the client gets no response.
+    let answer = h2_on_new_connection(sidecar, "/h2-authority/none", None).await;
+    assert!(answer.is_err(), "no authority at all: {answer:?}");
+
+    // `host` alone stands in for `:authority`.
+    let answer = h2_on_new_connection(sidecar, "/h2-authority/host-only", Some("reviews:9080")).await;
+    assert_eq!(answer.ok(), Some((200, "v1".into())));
+
+    // Both, contradicting each other: `:authority` wins, for the filters
+    // and for Envoy's router alike, so a `host` header cannot talk a denied
+    // request out: beta.example.com is denied whatever `host` says, and
+    // alpha.example.com goes out, not to reviews.
+    let cases = [
+        ("http://reviews:9080/h2-authority/reviews", "alpha.example.com", 200, "v1"),
+        ("http://alpha.example.com/h2-authority/alpha", "reviews:9080", 200, "external"),
+        ("http://beta.example.com/h2-authority/beta", "reviews:9080", 502, ""),
+    ];
+    for (uri, host, status, version) in cases {
+        let answer = h2_on_new_connection(sidecar, uri, Some(host)).await;
+        assert_eq!(answer.ok(), Some((status, version.into())), "{uri} with host: {host}");
+    }
+    let upstream = paths_under(&sidecar.upstreams.reviews_v1, "/h2-authority/");
+    let authorities: Vec<(&str, Option<&str>)> = upstream.iter().map(|r| (r.path.as_str(), r.header("host"))).collect();
+    assert_eq!(
+        authorities,
+        [("/h2-authority/host-only", Some("reviews:9080")), ("/h2-authority/reviews", Some("reviews:9080"))],
+        "the contradicting host header is not passed on"
+    );
+    assert!(paths_under(&sidecar.upstreams.reviews_v1, "/h2-authority/none").is_empty());
+}
+
+/// One HTTP/2 GET of `uri` (absolute: its authority is `:authority`) on a
+/// connection of its own: the status and echo version, or hyper's error.
+async fn h2_on_new_connection(sidecar: &ChainSidecar, uri: &str, host: Option<&str>) -> Result<(u16, String), String> {
+    let mut h2 = h2_client(sidecar).await;
+    let mut request = hyper::Request::builder().uri(uri);
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    let request = request.body(Full::default()).unwrap_or_else(|e| panic!("{e}"));
+    bounded(uri, ANSWER, async {
+        h2.ready().await.map_err(|e| e.to_string())?;
+        let response = h2.send_request(request).await.map_err(|e| e.to_string())?;
+        let version = response.headers().get("x-echo-version").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        Ok((response.status().as_u16(), version))
+    })
+    .await
+}
+
 /// 2. Header values that are not UTF-8, and very long ones.
 async fn odd_header_values(sidecar: &ChainSidecar) {
     // obs-text (bytes 0x80-0xFF) is allowed in a field value (RFC 9110
@@ -653,6 +708,7 @@ async fn hostile_requests_are_answered_and_leave_no_trace(resources: &[&str]) {
     let baseline = sidecar.envoy.rss_kib().unwrap_or_else(|| panic!("no RSS for envoy"));
 
     missing_and_duplicate_host(&sidecar).await;
+    h2_authority(&sidecar).await;
     odd_header_values(&sidecar).await;
     many_headers_are_limited_and_routed(&sidecar).await;
     huge_bodies(&sidecar).await;
