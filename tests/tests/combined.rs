@@ -134,6 +134,10 @@ async fn one_filter_runs_egress_routing_fault_and_mirror_in_chain_order() {
     // 8 routed requests, each copied once to v3 with Envoy's shadow authority.
     let shadows = reviews.v3.wait_for_requests(8, Duration::from_secs(5)).await;
     assert!(shadows.iter().all(|s| s.authority() == Some("reviews-shadow")), "{shadows:?}");
+    // Without the routing stage's cluster header (a route that obeys it
+    // strips it from the primary, as the examples' do): it names a cluster
+    // of this proxy, nothing the shadow's service should see.
+    assert!(shadows.iter().all(|s| s.header("x-switchyard-cluster").is_none()), "{shadows:?}");
     assert_eq!((reviews.v1.requests(), reviews.v2.requests()), (4, 4));
     let stats = envoy.stats().await;
     let counter = |name: &str| stats.get(&format!("wasmcustom.{name}")).copied().unwrap_or(0);

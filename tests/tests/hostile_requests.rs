@@ -118,10 +118,6 @@ impl Raw {
     fn version(&self) -> &str {
         self.header("x-echo-version").unwrap_or("")
     }
-
-    fn body_str(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
 }
 
 /// Reads one response: its head, then a body by `content-length`, chunked
@@ -614,8 +610,8 @@ async fn websocket_upgrade(sidecar: &ChainSidecar) {
     assert_eq!(upstream[0].header("upgrade"), Some("websocket"), "the upgrade reached the upstream");
 }
 
-/// 8. Clients hanging up during jason's delay: over HTTP/1.1 (connection
-/// closed) and HTTP/2 (stream reset, connection kept).
+/// Case 8, clients hanging up during jason's delay: over HTTP/1.1
+/// (connection closed) and HTTP/2 (stream reset, connection kept).
 async fn hang_up_mid_delay(sidecar: &ChainSidecar) {
     let (cut_before, delays_before) = (counter(sidecar, CUT).await, counter(sidecar, DELAYS).await);
     let sent = Instant::now();
@@ -666,9 +662,9 @@ async fn post_and_hang_up(sidecar: &ChainSidecar, path: String, user: &str, leng
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// 9. Clients hanging up in the middle of their body: over the mirror's
-/// bound, under it (a partial copy the mirror holds), and during a delay
-/// (a body the fault stage holds).
+/// Case 9, clients hanging up in the middle of their body: over the
+/// mirror's bound, under it (a partial copy the mirror holds), and during a
+/// delay (a body the fault stage holds).
 async fn hang_up_mid_body(sidecar: &ChainSidecar) {
     let before = [counter(sidecar, CUT).await, counter(sidecar, DELAYS).await, counter(sidecar, BODY_TOO_LARGE).await];
     let sent = Instant::now();

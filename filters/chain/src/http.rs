@@ -70,14 +70,14 @@ impl<M: Module> HttpContext for ChainHttp<M> {
                 }
             }
         }
-        let mut routed = false;
+        let mut routed_by = None;
         if M::ROUTING {
             if let Some(routing) = &stages.routing {
                 match routing.on_request(&headers, &mut request, shared.rng.next_u64()) {
                     Routed::Answered => return Action::Pause,
                     Routed::Forwarded { response_ops } => {
                         self.response_ops = response_ops;
-                        routed = true;
+                        routed_by = Some(routing.cluster_header());
                     }
                     Routed::Passed => {}
                 }
@@ -89,7 +89,7 @@ impl<M: Module> HttpContext for ChainHttp<M> {
             stages
                 .mirror
                 .as_ref()
-                .and_then(|mirror| mirror.on_request(&headers, &mut request, shared.rng.next_u64(), routed))
+                .and_then(|mirror| mirror.on_request(&headers, &mut request, shared.rng.next_u64(), routed_by))
         } else {
             None
         };

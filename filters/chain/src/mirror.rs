@@ -94,15 +94,17 @@ impl MirrorStage {
         }
     }
 
-    /// The shadow copy for this request, when one is due. `headers_changed`:
-    /// an earlier stage rewrote headers, so the copy reads them again (the
-    /// shadow gets the request as it goes upstream, as Envoy's mirror does).
+    /// The shadow copy for this request, when one is due. `routed_by`: the
+    /// cluster header the routing stage just wrote, so the copy reads the
+    /// headers again (the shadow gets the request as it goes upstream, as
+    /// Envoy's mirror does) but leaves that header out: Envoy's route strips
+    /// it from the primary, and it names a cluster of this proxy.
     pub fn on_request(
         &self,
         headers: &RequestHeaders,
         request: &mut Request<'_, RequestHeaders>,
         random: u64,
-        headers_changed: bool,
+        routed_by: Option<&str>,
     ) -> Option<Rc<RefCell<Shadow>>> {
         self.stats.requests.inc();
         let targets: Vec<Rc<Target>> = match self.config.decide(request, random) {
@@ -114,9 +116,10 @@ impl MirrorStage {
         if targets.is_empty() {
             return None;
         }
-        let mut pairs = if headers_changed {
+        let mut pairs = if let Some(cluster_header) = routed_by {
             calls::request_headers()
                 .into_iter()
+                .filter(|(name, _)| name != cluster_header)
                 .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
                 .collect()
         } else {

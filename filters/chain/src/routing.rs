@@ -153,6 +153,11 @@ impl RoutingStage {
         }
     }
 
+    /// The request header naming the cluster it picked.
+    pub fn cluster_header(&self) -> &str {
+        self.config.cluster_header()
+    }
+
     fn forward(&self, route: &RouteDecision<'_>, request: &mut Request<'_, RequestHeaders>) {
         calls::set_request_header(self.config.cluster_header(), Some(route.cluster));
         if let Some(ms) = route.timeout_ms {
