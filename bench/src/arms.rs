@@ -509,9 +509,12 @@ pub struct PushArm {
 
 impl PushArm {
     /// The `n`th push's content: a `DiscoveryResponse` whose one resource is
-    /// the filter's config, its routing split alternating 50/50 and 60/40.
+    /// the filter's config, its routing split `1 + n % 99` / the rest: 99
+    /// configs in a row each unlike any before. Distinct texts matter: Envoy's
+    /// Wasm host keys a plugin by its whole configuration and remembers every
+    /// key it has checked (docs/design.md, "Memory per config").
     pub fn discovery_response(&self, n: usize) -> Value {
-        let v1 = if n.is_multiple_of(2) { 50 } else { 60 };
+        let v1 = 1 + (n % 99) as u32;
         let config = if self.root_id == COMBINED { combined_all(v1) } else { routing_policy_split(v1) };
         json!({
             "version_info": n.to_string(),

@@ -511,7 +511,7 @@ pub fn markdown(data: &RunData, sums: &[ArmSummary], cs: &[Comparison]) -> Strin
             o,
             "Config pushes: the filter's config over ECDS from a watched file (`path_config_source`), replaced \
              atomically {} times, each applied (`config_reload`) before the next, {} requests on a new connection \
-             after each. The routing split alternates 50/50 and 60/40, so every push is a new config.\n",
+             after each. The routing split is `1 + n % 99` / the rest on push n, so every push is a configuration Envoy has not seen before.\n",
             data.pushes.first().map(|p| p.pushes).unwrap_or(0),
             20
         );
