@@ -349,6 +349,16 @@ pub fn mirrors(arm: &str) -> bool {
 /// A request that matches no special rule (not jason, no user-N).
 const USER: &str = "bob";
 
+/// The four modules in the order of docs/design.md, each its own VM.
+fn chain_of_four(m: &Modules) -> Vec<Value> {
+    vec![
+        m.filter("egress", &egress_policy()),
+        m.filter("routing", &routing_policy()),
+        m.filter("fault", &fault_policy()),
+        m.filter("mirror", &mirror_policy()),
+    ]
+}
+
 /// The arms of the rate-driven scenarios, `plain` first.
 pub fn main_arms(m: &Modules, up: u16, matcher_sizes: &[usize]) -> Vec<Arm> {
     let mut arms = vec![arm("plain", bootstrap(json!([to(V1)]), vec![], up), USER)];
@@ -386,12 +396,7 @@ pub fn main_arms(m: &Modules, up: u16, matcher_sizes: &[usize]) -> Vec<Arm> {
             "switchyard-chain",
             bootstrap(
                 by_cluster_header(),
-                vec![
-                    m.filter("egress", &egress_policy()),
-                    m.filter("routing", &routing_policy()),
-                    m.filter("fault", &fault_policy()),
-                    m.filter("mirror", &mirror_policy()),
-                ],
+                chain_of_four(m),
                 up,
             ),
             USER,
@@ -467,20 +472,7 @@ pub fn rss_arms(m: &Modules, up: u16) -> Vec<Arm> {
     if m.floor.is_some() {
         arms.push(arm("floor-2w", bootstrap(json!([to(V1)]), vec![m.floor("floor")], up), USER));
     }
-    arms.push(arm(
-        "switchyard-chain-2w",
-        bootstrap(
-            by_cluster_header(),
-            vec![
-                m.filter("egress", &egress_policy()),
-                m.filter("routing", &routing_policy()),
-                m.filter("fault", &fault_policy()),
-                m.filter("mirror", &mirror_policy()),
-            ],
-            up,
-        ),
-        USER,
-    ));
+    arms.push(arm("switchyard-chain-2w", bootstrap(by_cluster_header(), chain_of_four(m), up), USER));
     if m.has_combined() {
         arms.push(arm(
             "switchyard-combined-2w",

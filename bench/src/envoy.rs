@@ -206,35 +206,33 @@ impl EnvoyProc {
     /// The sum of every counter whose name contains `part` (a wasm metric is
     /// `wasmcustom.<name>`, once per VM that defines it).
     pub fn stat_sum(&self, part: &str) -> Result<u64> {
-        let (status, body) = self.admin_get(&format!("/stats?format=json&filter={}", regex_escape(part)))?;
-        if status != 200 {
-            bail!("{}: /stats answered {status}", self.name);
-        }
-        let json: Value = serde_json::from_str(&body).context("parsing /stats?format=json")?;
-        Ok(json
-            .get("stats")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        Ok(self
+            .stats_json(&regex_escape(part))?
+            .iter()
             .filter(|s| s.get("name").and_then(Value::as_str).is_some_and(|n| n.contains(part)))
             .filter_map(|s| s.get("value").and_then(Value::as_u64))
             .sum())
     }
     /// A counter or gauge from `/stats?format=json` (`None` if absent).
     pub fn stat(&self, name: &str) -> Result<Option<u64>> {
-        let (status, body) = self.admin_get(&format!("/stats?format=json&filter=^{}$", regex_escape(name)))?;
-        if status != 200 {
-            bail!("{}: /stats answered {status}", self.name);
-        }
-        let json: Value = serde_json::from_str(&body).context("parsing /stats?format=json")?;
-        Ok(json
-            .get("stats")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        Ok(self
+            .stats_json(&format!("^{}$", regex_escape(name)))?
+            .iter()
             .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
             .and_then(|s| s.get("value"))
             .and_then(Value::as_u64))
+    }
+    /// The entries of `/stats?format=json&filter=FILTER` (a regex).
+    fn stats_json(&self, filter: &str) -> Result<Vec<Value>> {
+        let (status, body) = self.admin_get(&format!("/stats?format=json&filter={filter}"))?;
+        if status != 200 {
+            bail!("{}: /stats answered {status}", self.name);
+        }
+        let mut json: Value = serde_json::from_str(&body).context("parsing /stats?format=json")?;
+        Ok(match json.get_mut("stats").map(Value::take) {
+            Some(Value::Array(stats)) => stats,
+            _ => Vec::new(),
+        })
     }
 }
 

@@ -31,6 +31,36 @@ pub const REVIEWS_V2: &str = "outbound|9080|v2|reviews.default.svc.cluster.local
 pub const REVIEWS_V3: &str = "outbound|9080|v3|reviews.default.svc.cluster.local";
 pub const RATINGS_V1: &str = "outbound|9080|v1|ratings.default.svc.cluster.local";
 
+/// The egress half of the suites' policies: REGISTRY_ONLY mesh-wide (the
+/// root `Sidecar`), with a ServiceEntry `name` letting `host` out on port 80.
+pub fn registry_only_letting_out(name: &str, host: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: {name}
+spec:
+  hosts:
+  - {host}
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: default
+  namespace: istio-system
+spec:
+  outboundTrafficPolicy:
+    mode: REGISTRY_ONLY
+"
+    )
+}
+
 /// The echo upstreams behind the sidecar's clusters.
 pub struct Upstreams {
     pub reviews_v1: EchoServer,

@@ -147,6 +147,20 @@ impl XdsExt {
         }
     }
 
+    /// Waits until xds-ext's config generation (`/debug/config`) passes
+    /// `after`; returns it.
+    pub async fn wait_generation(&self, after: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let generation = self.json("/debug/config").await["generation"].as_u64().unwrap_or(0);
+            if generation > after {
+                return generation;
+            }
+            assert!(Instant::now() < deadline, "generation still {generation}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// One sample of `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.get("/metrics").await.unwrap_or_default();

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchyard_tests::every_filter::{bounded, wasm_failure_stats, ChainSidecar, EVERY_FILTER};
+use switchyard_tests::every_filter::{
+    bounded, registry_only_letting_out, wasm_failure_stats, ChainSidecar, EVERY_FILTER,
+};
 use switchyard_tests::http_client;
 use switchyard_tests::xds_ext::write;
 
@@ -81,7 +83,7 @@ impl Policy {
     fn yaml(self) -> String {
         let (subset, status) = (self.reviews_subset(), self.abort_status());
         let (shadow_host, shadow_subset) = self.shadow();
-        let external = self.external_host();
+        let egress = registry_only_letting_out("external", self.external_host());
         format!(
             "apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -114,29 +116,7 @@ spec:
       host: {shadow_host}
       subset: {shadow_subset}
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: external
-spec:
-  hosts:
-  - {external}
-  ports:
-  - number: 80
-    name: http
-    protocol: HTTP
-  resolution: DNS
-  location: MESH_EXTERNAL
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata:
-  name: default
-  namespace: istio-system
-spec:
-  outboundTrafficPolicy:
-    mode: REGISTRY_ONLY
-"
+{egress}"
         )
     }
 }

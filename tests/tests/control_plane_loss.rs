@@ -18,15 +18,15 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use switchyard_tests::bootstrap::ecds_http_filter_with_default;
 use switchyard_tests::every_filter::{
-    bounded, chain_bootstrap, updates_applied, wasm_failure_stats, ChainSidecar, Upstreams, CLUSTER_HEADER,
-    EVERY_FILTER, NODE_ID, REVIEWS_V1,
+    bounded, chain_bootstrap, registry_only_letting_out, updates_applied, wasm_failure_stats, ChainSidecar, Upstreams,
+    CLUSTER_HEADER, EVERY_FILTER, NODE_ID, REVIEWS_V1,
 };
 use switchyard_tests::http_client;
 use switchyard_tests::xds_ext::XdsExt;
 use switchyard_tests::Envoy;
 
 const POLICY_FILE: &str = "policy.yaml";
-const POLICY: &str = "apiVersion: networking.istio.io/v1
+const ROUTES: &str = "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
   name: reviews
@@ -47,29 +47,12 @@ spec:
         host: reviews
         subset: v3
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: alpha
-spec:
-  hosts:
-  - alpha.example.com
-  ports:
-  - number: 80
-    name: http
-    protocol: HTTP
-  resolution: DNS
-  location: MESH_EXTERNAL
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata:
-  name: default
-  namespace: istio-system
-spec:
-  outboundTrafficPolicy:
-    mode: REGISTRY_ONLY
 ";
+
+/// The routes, and REGISTRY_ONLY letting `alpha.example.com` out.
+fn policy() -> String {
+    format!("{ROUTES}{}", registry_only_letting_out("alpha", "alpha.example.com"))
+}
 
 const RATE: u64 = 100;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -161,7 +144,7 @@ async fn wait_connected(envoy: &Envoy, resource: &str, want: u64) {
 #[tokio::test]
 async fn xds_ext_killed_under_load_costs_no_request_and_its_restart_sends_nothing_new() {
     let resources = ["switchyard.http"];
-    let mut sidecar = ChainSidecar::start(&resources, &[(POLICY_FILE, POLICY)]).await;
+    let mut sidecar = ChainSidecar::start(&resources, &[(POLICY_FILE, &policy())]).await;
     let port = sidecar.xds.grpc_port;
     let version = sidecar.xds.resource(NODE_ID, resources[0]).await["acked"].clone();
     assert!(version.as_str().is_some_and(|v| !v.is_empty()), "no version served: {version}");
@@ -239,7 +222,7 @@ async fn envoy_before_xds_ext(resources: &[&str]) {
         assert_eq!((allowed.0, allowed.1.as_str()), (200, "external"), "{allowed:?}");
     }
 
-    let config = XdsExt::config_dir(&[(POLICY_FILE, POLICY)]);
+    let config = XdsExt::config_dir(&[(POLICY_FILE, &policy())]);
     let xds = XdsExt::start(config.path(), &format!("127.0.0.1:{port}")).await;
     for resource in resources {
         xds.wait_status(NODE_ID, resource, "SYNCED").await;

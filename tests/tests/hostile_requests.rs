@@ -17,14 +17,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use switchyard_tests::every_filter::{bounded, wasm_failure_stats, ChainSidecar, EVERY_FILTER};
+use switchyard_tests::every_filter::{
+    bounded, registry_only_letting_out, wasm_failure_stats, ChainSidecar, EVERY_FILTER,
+};
 use switchyard_tests::{http_client, EchoServer, ReceivedRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// jason is delayed 2 s and goes to v2; everyone else goes to v1 and is
-/// mirrored to v3; only registry hosts and `alpha.example.com` go out.
-const POLICY: &str = "apiVersion: networking.istio.io/v1
+/// mirrored to v3 (only registry hosts and `alpha.example.com` go out: [`policy`]).
+const ROUTES: &str = "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
   name: reviews
@@ -57,29 +59,12 @@ spec:
     mirrorPercentage:
       value: 100
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: alpha
-spec:
-  hosts:
-  - alpha.example.com
-  ports:
-  - number: 80
-    name: http
-    protocol: HTTP
-  resolution: DNS
-  location: MESH_EXTERNAL
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata:
-  name: default
-  namespace: istio-system
-spec:
-  outboundTrafficPolicy:
-    mode: REGISTRY_ONLY
 ";
+
+/// The routes, and REGISTRY_ONLY letting `alpha.example.com` out.
+fn policy() -> String {
+    format!("{ROUTES}{}", registry_only_letting_out("alpha", "alpha.example.com"))
+}
 const DELAY: Duration = Duration::from_secs(2);
 /// For one exchange; generous for a loaded 2-core machine.
 const ANSWER: Duration = Duration::from_secs(10);
@@ -700,7 +685,7 @@ async fn hang_up_mid_body(sidecar: &ChainSidecar) {
 /// Every case against the filters `resources`, then the memory check.
 async fn hostile_requests_are_answered_and_leave_no_trace(resources: &[&str]) {
     let started = Instant::now();
-    let sidecar = ChainSidecar::start(resources, &[("hostile.yaml", POLICY)]).await;
+    let sidecar = ChainSidecar::start(resources, &[("hostile.yaml", &policy())]).await;
     warm_up(&sidecar).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = sidecar.envoy.rss_kib().unwrap_or_else(|| panic!("no RSS for envoy"));

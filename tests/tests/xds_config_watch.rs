@@ -3,7 +3,7 @@
 //! and a file that does not parse are not read again), and each error is
 //! counted once, however many loads find it. Counts, not timings. About 2 s.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchyard_tests::xds_ext::{bookinfo, write, XdsExt};
 
@@ -20,19 +20,6 @@ async fn counters(xds: &XdsExt) -> Counters {
         read: xds.metric("xds_ext_config_files_read_total").await,
         parsed: xds.metric("xds_ext_config_files_parsed_total").await,
         errors: xds.metric("xds_ext_config_reload_errors_total").await,
-    }
-}
-
-/// Waits until xds-ext publishes a generation after `after`; returns it.
-async fn next_generation(xds: &XdsExt, after: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let generation = xds.json("/debug/config").await["generation"].as_u64().unwrap_or(0);
-        if generation > after {
-            return generation;
-        }
-        assert!(Instant::now() < deadline, "generation still {generation}:\n{}", xds.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -56,7 +43,7 @@ async fn a_valid_edit_beside_bad_files_reads_only_itself_and_counts_no_error_aga
     let mut generation = xds.json("/debug/config").await["generation"].as_u64().unwrap_or(0);
     for (i, subset) in ["v3", "v1", "v3"].into_iter().enumerate() {
         write(dir.path(), "reviews.yaml", &reviews.replace("subset: v2", &format!("subset: {subset}")));
-        generation = next_generation(&xds, generation).await;
+        generation = xds.wait_generation(generation).await;
         let now = counters(&xds).await;
         let edits = (i + 1) as f64;
         assert_eq!(now.read - start.read, edits, "edit {edits}: reviews.yaml alone read:\n{}", xds.log());
@@ -67,7 +54,7 @@ async fn a_valid_edit_beside_bad_files_reads_only_itself_and_counts_no_error_aga
 
     // A new error counts; an old one that goes and one that stays do not.
     write(dir.path(), "broken.yaml", "kind: Service\nmetadata: {name: x\n");
-    next_generation(&xds, generation).await;
+    xds.wait_generation(generation).await;
     let now = counters(&xds).await;
     assert_eq!(now.errors, start.errors + 1.0, "one new error (the old one went):\n{}", xds.log());
     assert_eq!(now.parsed - start.parsed, 4.0);

@@ -102,19 +102,6 @@ async fn wait_for_version(envoy: &Envoy, xds: &XdsExt, version: &str) {
     }
 }
 
-/// Waits until xds-ext's config generation passes `after`; returns it.
-async fn wait_generation(xds: &XdsExt, after: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let generation = xds.json("/debug/config").await["generation"].as_u64().unwrap_or(0);
-        if generation > after {
-            return generation;
-        }
-        assert!(Instant::now() < deadline, "generation still {generation}:\n{}", xds.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The problems of the loaded config: exactly the ratings warning, named by
 /// the visible path (`<volume>/ratings.yaml`) and nothing under `..`.
 async fn assert_read_once_through_visible_names(xds: &XdsExt, volume: &ConfigMapVolume) {
@@ -153,14 +140,14 @@ async fn a_configmap_symlink_swap_reaches_envoy_and_each_document_is_read_once()
     .unwrap_or_else(|e| panic!("{e}"));
     wait_for_version(&envoy, &xds, "v1").await;
     assert_read_once_through_visible_names(&xds, &volume).await;
-    let first = wait_generation(&xds, 0).await;
+    let first = xds.wait_generation(0).await;
     let first_acked = xds.wait_status("productpage-v1", ROUTING, "SYNCED").await["acked"].clone();
 
     // An edit of one key: same names, new content, a new timestamped dir.
     keys[3].1 = reviews_to("v2");
     volume.project(&keys, Duration::from_millis(300)).await;
     wait_for_version(&envoy, &xds, "v2").await;
-    let second = wait_generation(&xds, first).await;
+    let second = xds.wait_generation(first).await;
     assert_read_once_through_visible_names(&xds, &volume).await;
     let acked = xds.wait_status("productpage-v1", ROUTING, "SYNCED").await["acked"].clone();
     assert_ne!(acked, first_acked, "a new version was pushed and ACKed");
@@ -170,7 +157,7 @@ async fn a_configmap_symlink_swap_reaches_envoy_and_each_document_is_read_once()
     keys[3] = ("reviews-v3.yaml", reviews_to("v3"));
     volume.project(&keys, Duration::from_millis(300)).await;
     wait_for_version(&envoy, &xds, "v3").await;
-    wait_generation(&xds, second).await;
+    xds.wait_generation(second).await;
     assert_read_once_through_visible_names(&xds, &volume).await;
     let listing = volume.listing();
     assert_eq!(listing.iter().filter(|n| n.starts_with("..2026")).count(), 1, "old dirs removed: {listing:?}");
